@@ -1,0 +1,1 @@
+"""Music source separation: BS-RoFormer vocals and Demucs v4 stems, packaged for Cog."""

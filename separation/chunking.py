@@ -1,0 +1,145 @@
+"""Run a waveform-to-stems model over a track of any length in overlapping chunks.
+
+Every chunk is weighted by the same window: raised-cosine fades of `overlap_samples` at both
+ends around a flat top. With overlap <= chunk / 2 neighbouring fades are complementary, so the
+windows sum to exactly one wherever the track is; with a larger overlap the accumulated window
+sum is divided out. Before chunking, the track is padded by the fade length on the left and by
+at least that much on the right (reflected audio, zeros once the reflection runs out), so every
+real sample, the first and the last included, lies where the window sum is at its full value:
+no fade to zero at the edges, and no division by a near-zero weight.
+
+Because all chunks share one window, the output does not depend on how chunks are batched.
+The track and the output stay in host memory; only one batch of chunks is on the device at a
+time, and the loop between batches is Python, so a cancelled prediction stops within a batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .errors import SettingsError
+
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+ProgressCallback = Callable[[int, int], None]  # (chunks done, chunks in total)
+
+
+def chunk_window(chunk_samples: int, fade_samples: int) -> torch.Tensor:
+    """Flat-top window with sin^2 fade-in and cos^2 fade-out: [chunk_samples] float32."""
+    window = torch.ones(chunk_samples)
+    if fade_samples > 0:
+        phase = (torch.arange(fade_samples, dtype=torch.float64) + 0.5) / fade_samples
+        fade_in = torch.sin(0.5 * math.pi * phase).pow(2).float()
+        window[:fade_samples] = fade_in
+        window[-fade_samples:] = torch.minimum(window[-fade_samples:], fade_in.flip(0))
+    return window
+
+
+def chunk_starts(num_samples: int, chunk_samples: int, step_samples: int, margin_samples: int) -> list[int]:
+    """Start offsets (in the padded track) of chunks covering `margin + num_samples + margin`."""
+    needed = num_samples + 2 * margin_samples
+    num_chunks = 1 + max(0, math.ceil((needed - chunk_samples) / step_samples))
+    return [i * step_samples for i in range(num_chunks)]
+
+
+def pad_reflect_then_zero(waveform: torch.Tensor, left: int, right: int) -> torch.Tensor:
+    """Pad [channels, samples] by reflection where the signal allows it, with zeros beyond."""
+    reflect_left = min(left, waveform.shape[-1] - 1)
+    reflect_right = min(right, waveform.shape[-1] - 1)
+    if reflect_left or reflect_right:
+        waveform = F.pad(waveform[None], (reflect_left, reflect_right), mode="reflect")[0]
+    return F.pad(waveform, (left - reflect_left, right - reflect_right))
+
+
+def autocast_context(device: torch.device, precision: str):
+    """The autocast region for a precision: fp16 on CUDA by default, fp32 on CPU by default."""
+    if precision not in PRECISIONS:
+        raise SettingsError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        precision = "fp16" if device.type == "cuda" else "fp32"
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def check_chunking(chunk_samples: int, overlap_samples: int) -> None:
+    """Raise SettingsError unless 0 <= overlap < chunk."""
+    if chunk_samples <= 0:
+        raise SettingsError(f"chunk size must be positive, got {chunk_samples} samples")
+    if not 0 <= overlap_samples < chunk_samples:
+        raise SettingsError(
+            f"overlap ({overlap_samples} samples) must be at least 0 and below the chunk size "
+            f"({chunk_samples} samples)"
+        )
+
+
+@torch.inference_mode()
+def separate_chunked(
+    model: torch.nn.Module,
+    waveform: torch.Tensor,
+    device: str | torch.device,
+    chunk_samples: int,
+    overlap_samples: int,
+    batch_size: int = 4,
+    precision: str = "auto",
+    progress: ProgressCallback | None = None,
+) -> torch.Tensor:
+    """Apply `model` ([batch, channels, samples] -> [batch, stems, channels, samples]) to a track.
+
+    waveform: [channels, samples] float32 on the CPU. Returns [stems, channels, samples] float32
+    on the CPU. `progress(done, total)` is called after every batch of chunks.
+    """
+    check_chunking(chunk_samples, overlap_samples)
+    if batch_size < 1:
+        raise SettingsError(f"batch size must be at least 1, got {batch_size}")
+    device = torch.device(device)
+    num_samples = waveform.shape[-1]
+    if num_samples == 0:
+        raise SettingsError("cannot separate an empty waveform")
+
+    step_samples = chunk_samples - overlap_samples
+    starts = chunk_starts(num_samples, chunk_samples, step_samples, overlap_samples)
+    padded_samples = starts[-1] + chunk_samples
+    padded = pad_reflect_then_zero(waveform.float(), overlap_samples, padded_samples - num_samples - overlap_samples)
+    window = chunk_window(chunk_samples, overlap_samples)  # [chunk]
+
+    output: torch.Tensor | None = None  # [stems, channels, padded_samples]
+    weight = torch.zeros(padded_samples)  # [padded_samples]
+    with autocast_context(device, precision):
+        for first in range(0, len(starts), batch_size):
+            batch_starts = starts[first : first + batch_size]
+            chunks = torch.stack([padded[:, s : s + chunk_samples] for s in batch_starts])  # [b, c, chunk]
+            estimates = model(chunks.to(device)).float().cpu()  # [b, stems, c, chunk]
+            if output is None:
+                output = torch.zeros(estimates.shape[1], waveform.shape[0], padded_samples)
+            for start, estimate in zip(batch_starts, estimates):
+                output[..., start : start + chunk_samples] += estimate * window
+                weight[start : start + chunk_samples] += window
+            if progress is not None:
+                progress(min(first + batch_size, len(starts)), len(starts))
+
+    real = slice(overlap_samples, overlap_samples + num_samples)
+    return output[..., real] / weight[real]
+
+
+def separate_vocals(
+    model: torch.nn.Module,
+    waveform: torch.Tensor,
+    device: str | torch.device,
+    chunk_samples: int,
+    overlap_samples: int,
+    batch_size: int = 4,
+    precision: str = "auto",
+    progress: ProgressCallback | None = None,
+) -> torch.Tensor:
+    """Vocals of a track from a single-stem vocals model: [2, samples] -> [2, samples] (CPU)."""
+    stems = separate_chunked(
+        model, waveform, device, chunk_samples, overlap_samples, batch_size, precision, progress
+    )
+    return stems[0]

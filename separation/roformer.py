@@ -1,0 +1,348 @@
+"""Band-Split RoFormer (Lu et al., 2023, arXiv 2309.02612), inference only.
+
+The module tree reproduces the state_dict layout of the checkpoints trained with the
+Music-Source-Separation-Training code (e.g. viperx `model_bs_roformer_ep_317_sdr_12.9755.ckpt`,
+699 keys), so they load strictly, and the forward pass computes what that code computed when
+the published SDRs were measured (no zero-DC step, iSTFT trimmed to the input length).
+
+Einops letters: b batch, s audio channel, f frequency bin, t STFT frame, c real/imag,
+k band, n stem, h head, d feature.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import yaml
+from einops import pack, rearrange, repeat, unpack
+from torch import nn
+
+from .errors import WeightsError
+
+# Config keys that only shape training (losses, regularisation, kernel choice): accepted so a
+# config's `model` section can be passed as is, and ignored at inference.
+TRAINING_ONLY_KEYS = frozenset(
+    {
+        "attn_dropout",
+        "ff_dropout",
+        "flash_attn",
+        "dim_freqs_in",
+        "multi_stft_resolution_loss_weight",
+        "multi_stft_resolutions_window_sizes",
+        "multi_stft_hop_size",
+        "multi_stft_normalized",
+        "use_torch_checkpoint",
+    }
+)
+
+
+class RMSNorm(nn.Module):
+    """x / ||x||_2 * sqrt(dim) * gamma, over the last dimension."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.scale = dim**0.5
+        self.gamma = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x, dim=-1) * self.scale * self.gamma
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding over interleaved pairs of the head dimension.
+
+    `freqs` is stored in the checkpoint (1 / 10000^(2i/dim_head)); the cos/sin tables for a
+    sequence length are derived from it once and cached per length, device and dtype.
+    """
+
+    def __init__(self, dim_head: int, theta: float = 10000.0):
+        super().__init__()
+        exponents = torch.arange(0, dim_head, 2)[: dim_head // 2].float() / dim_head
+        self.freqs = nn.Parameter(1.0 / theta**exponents, requires_grad=False)  # [dim_head / 2]
+        self._tables: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _cos_sin(self, seq_len: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (seq_len, device, self.freqs.data_ptr())
+        if key not in self._tables:
+            positions = torch.arange(seq_len, device=device, dtype=torch.float32)
+            angles = positions[:, None] * self.freqs.to(device=device, dtype=torch.float32)  # [n, d / 2]
+            angles = repeat(angles, "n d -> n (d r)", r=2)  # [n, d]
+            self._tables = {key: (angles.cos(), angles.sin())}
+        return self._tables[key]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Rotate queries or keys: [..., seq, dim_head] -> same shape and dtype (computed in fp32)."""
+        cos, sin = self._cos_sin(x.shape[-2], x.device)
+        pairs = rearrange(x.float(), "... (d r) -> ... d r", r=2)
+        x1, x2 = pairs.unbind(dim=-1)
+        rotated = rearrange(torch.stack((-x2, x1), dim=-1), "... d r -> ... (d r)")
+        return (x.float() * cos + rotated * sin).to(x.dtype)
+
+
+class Attention(nn.Module):
+    """Pre-norm multi-head self-attention with rotary positions and a sigmoid gate per head."""
+
+    def __init__(self, dim: int, heads: int, dim_head: int, rotary_embed: RotaryEmbedding):
+        super().__init__()
+        self.heads = heads
+        self.rotary_embed = rotary_embed
+        self.norm = RMSNorm(dim)
+        self.to_qkv = nn.Linear(dim, 3 * heads * dim_head, bias=False)
+        self.to_gates = nn.Linear(dim, heads)
+        self.to_out = nn.Sequential(nn.Linear(heads * dim_head, dim, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[batch, seq, dim] -> [batch, seq, dim]"""
+        x = self.norm(x)
+        q, k, v = rearrange(self.to_qkv(x), "b n (qkv h d) -> qkv b h n d", qkv=3, h=self.heads)
+        q, k = self.rotary_embed(q), self.rotary_embed(k)
+        out = F.scaled_dot_product_attention(q, k, v)  # [b, h, n, d]
+        gates = rearrange(self.to_gates(x), "b n h -> b h n 1").sigmoid()
+        out = rearrange(out * gates, "b h n d -> b n (h d)")
+        return self.to_out(out)
+
+
+class FeedForward(nn.Module):
+    """Pre-norm MLP with exact GELU. The dropout slots keep the checkpoint's module indices."""
+
+    def __init__(self, dim: int, mult: int = 4):
+        super().__init__()
+        self.net = nn.Sequential(
+            RMSNorm(dim),
+            nn.Linear(dim, dim * mult),
+            nn.GELU(),
+            nn.Dropout(0.0),
+            nn.Linear(dim * mult, dim),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Transformer(nn.Module):
+    """`depth` residual blocks of attention then feed-forward, no output norm."""
+
+    def __init__(self, dim: int, depth: int, heads: int, dim_head: int, rotary_embed: RotaryEmbedding):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            nn.ModuleList([Attention(dim, heads, dim_head, rotary_embed), FeedForward(dim)])
+            for _ in range(depth)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[batch, seq, dim] -> [batch, seq, dim]"""
+        for attention, feed_forward in self.layers:
+            x = attention(x) + x
+            x = feed_forward(x) + x
+        return x
+
+
+class BandSplit(nn.Module):
+    """Per band: RMSNorm then a linear map from the band's packed spectrum to `dim` features."""
+
+    def __init__(self, dim: int, band_widths: Sequence[int]):
+        super().__init__()
+        self.band_widths = list(band_widths)
+        self.to_features = nn.ModuleList(nn.Sequential(RMSNorm(w), nn.Linear(w, dim)) for w in band_widths)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[b, t, sum(band_widths)] -> [b, t, bands, dim]"""
+        bands = x.split(self.band_widths, dim=-1)
+        return torch.stack([to_feature(band) for band, to_feature in zip(bands, self.to_features)], dim=-2)
+
+
+def mask_mlp(dim: int, dim_out: int, dim_hidden: int, depth: int) -> nn.Sequential:
+    """Linear layers dim -> hidden (x depth-1) -> dim_out with tanh between them."""
+    dims = [dim, *[dim_hidden] * (depth - 1), dim_out]
+    layers: list[nn.Module] = []
+    for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
+        if i > 0:
+            layers.append(nn.Tanh())
+        layers.append(nn.Linear(d_in, d_out))
+    return nn.Sequential(*layers)
+
+
+class MaskEstimator(nn.Module):
+    """Per band: an MLP from `dim` features to a gated (GLU) complex mask of the band."""
+
+    def __init__(self, dim: int, band_widths: Sequence[int], depth: int, mlp_expansion_factor: int):
+        super().__init__()
+        self.to_freqs = nn.ModuleList(
+            nn.Sequential(mask_mlp(dim, 2 * w, dim * mlp_expansion_factor, depth), nn.GLU(dim=-1))
+            for w in band_widths
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[b, t, bands, dim] -> [b, t, sum(band_widths)]"""
+        return torch.cat([mlp(band) for band, mlp in zip(x.unbind(dim=-2), self.to_freqs)], dim=-1)
+
+
+class BSRoformer(nn.Module):
+    """Band-Split RoFormer: STFT -> band split -> axial (time, band) transformers -> masks -> iSTFT.
+
+    The keyword arguments are the `model` section of an MSST-style config.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        depth: int,
+        freqs_per_bands: Sequence[int],
+        stereo: bool = True,
+        num_stems: int = 1,
+        time_transformer_depth: int = 1,
+        freq_transformer_depth: int = 1,
+        linear_transformer_depth: int = 0,
+        dim_head: int = 64,
+        heads: int = 8,
+        stft_n_fft: int = 2048,
+        stft_hop_length: int = 441,
+        stft_win_length: int = 2048,
+        stft_normalized: bool = False,
+        mask_estimator_depth: int = 2,
+        mlp_expansion_factor: int = 4,
+        skip_connection: bool = False,
+        **training_only,
+    ):
+        super().__init__()
+        unknown = set(training_only) - TRAINING_ONLY_KEYS
+        if unknown:
+            raise TypeError(f"BSRoformer got unknown config keys: {sorted(unknown)}")
+        if linear_transformer_depth or skip_connection:
+            raise ValueError("linear-attention transformers and skip connections are not implemented")
+
+        self.audio_channels = 2 if stereo else 1
+        self.num_stems = num_stems
+        self.n_fft, self.hop_length, self.win_length = stft_n_fft, stft_hop_length, stft_win_length
+        self.stft_normalized = stft_normalized
+        num_bins = stft_n_fft // 2 + 1
+        if sum(freqs_per_bands) != num_bins:
+            raise ValueError(f"freqs_per_bands sum to {sum(freqs_per_bands)}, the STFT has {num_bins} bins")
+        # a band's input packs (bin, channel, real/imag)
+        band_widths = [2 * self.audio_channels * f for f in freqs_per_bands]
+
+        # registration order = the checkpoint's key order: layers, final_norm, band_split, mask_estimators
+        time_rotary, freq_rotary = RotaryEmbedding(dim_head), RotaryEmbedding(dim_head)
+        self.layers = nn.ModuleList(
+            nn.ModuleList(
+                [
+                    Transformer(dim, time_transformer_depth, heads, dim_head, time_rotary),
+                    Transformer(dim, freq_transformer_depth, heads, dim_head, freq_rotary),
+                ]
+            )
+            for _ in range(depth)
+        )
+        self.final_norm = RMSNorm(dim)
+        self.band_split = BandSplit(dim, band_widths)
+        self.mask_estimators = nn.ModuleList(
+            MaskEstimator(dim, band_widths, mask_estimator_depth, mlp_expansion_factor) for _ in range(num_stems)
+        )
+
+    def _window(self, device: torch.device) -> torch.Tensor:
+        return torch.hann_window(self.win_length, device=device)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        """[batch, channels, samples] -> [batch, stems, channels, samples]"""
+        samples = audio.shape[-1]
+        window = self._window(audio.device)
+        stft_kwargs = dict(
+            n_fft=self.n_fft,
+            hop_length=self.hop_length,
+            win_length=self.win_length,
+            window=window,
+            normalized=self.stft_normalized,
+        )
+
+        flat, packed_shape = pack([audio.float()], "* t")
+        spec = torch.stft(flat, **stft_kwargs, return_complex=True)  # [(b s), f, t] complex
+        (spec,) = unpack(spec, packed_shape, "* f t")  # [b, s, f, t]
+        x = rearrange(torch.view_as_real(spec), "b s f t c -> b t (f s c)")
+
+        x = self.band_split(x)  # [b, t, k, d]
+        for time_transformer, freq_transformer in self.layers:
+            x = rearrange(x, "b t k d -> b k t d")
+            x, ps = pack([x], "* t d")
+            x = time_transformer(x)
+            (x,) = unpack(x, ps, "* t d")
+            x = rearrange(x, "b k t d -> b t k d")
+            x, ps = pack([x], "* k d")
+            x = freq_transformer(x)
+            (x,) = unpack(x, ps, "* k d")
+        x = self.final_norm(x)
+
+        mask = torch.stack([estimator(x) for estimator in self.mask_estimators], dim=1)  # [b, n, t, (f s c)]
+        mask = rearrange(mask.float(), "b n t (f s c) -> b n s f t c", s=self.audio_channels, c=2)
+        masked = spec[:, None] * torch.view_as_complex(mask.contiguous())  # [b, n, s, f, t]
+
+        flat, packed_shape = pack([masked], "* f t")
+        out = torch.istft(flat, **stft_kwargs, length=samples)  # [(b n s), t]
+        (out,) = unpack(out, packed_shape, "* t")
+        return out  # [b, n, s, t]
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a model config (yaml.safe_load: tuples are written as lists)."""
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def read_state_dict(checkpoint_path: str | Path) -> dict[str, torch.Tensor]:
+    """Memory-map a checkpoint's tensors (CPU, no copy) and unwrap a training wrapper if present."""
+    path = Path(checkpoint_path)
+    if not path.is_file():
+        raise WeightsError(f"checkpoint not found: {path} (fetch it with `python -m separation.weights fetch`)")
+    if not zipfile.is_zipfile(path):
+        raise WeightsError(f"{path} is not a PyTorch checkpoint, or it is truncated (no zip directory found)")
+    try:
+        state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except Exception as error:  # torch raises several types for damaged archives and pickles
+        raise WeightsError(f"{path} cannot be read as a PyTorch checkpoint: {error}") from error
+    for wrapper in ("state_dict", "state", "model_state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+            break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{path} does not hold a state_dict of tensors")
+    return state
+
+
+def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """Raise WeightsError listing missing keys, unexpected keys and shape mismatches."""
+    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    missing = sorted(expected.keys() - state.keys())
+    unexpected = sorted(state.keys() - expected.keys())
+    mismatched = sorted(
+        f"{key}: checkpoint {tuple(state[key].shape)}, model {expected[key]}"
+        for key in expected.keys() & state.keys()
+        if tuple(state[key].shape) != expected[key]
+    )
+    if missing or unexpected or mismatched:
+        lines = [f"{source} does not match the model config:"]
+        for title, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mismatched)):
+            if items:
+                shown = ", ".join(items[:20]) + (f", ... ({len(items) - 20} more)" if len(items) > 20 else "")
+                lines.append(f"  {len(items)} {title} keys: {shown}")
+        raise WeightsError("\n".join(lines))
+
+
+def load_bs_roformer(
+    config_path: str | Path, checkpoint_path: str | Path, device: str | torch.device = "cpu"
+) -> BSRoformer:
+    """Build the model from a config on the meta device and load a checkpoint strictly onto `device`.
+
+    The checkpoint is memory-mapped and its tensors are assigned to the model as they are (CPU)
+    or copied once to the target device, so loading costs no second host copy.
+    """
+    config = load_config(config_path)
+    with torch.device("meta"):
+        model = BSRoformer(**config["model"])
+    state = read_state_dict(checkpoint_path)
+    check_state_dict(model, state, checkpoint_path)
+    state = {key: value.to(device=device, dtype=torch.float32) for key, value in state.items()}
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.eval()

@@ -1,0 +1,164 @@
+"""BS-RoFormer: checkpoint geometry, numerical equality with the bs-roformer 0.4.1 oracle, loading."""
+
+from __future__ import annotations
+
+import csv
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from separation.errors import WeightsError
+from separation.roformer import BSRoformer, load_bs_roformer, load_config
+from tests.tiny_roformer import VIPERX_CONFIG, randomize, tiny_config, write_tiny_roformer
+
+DATA = Path(__file__).parent / "data"
+
+
+def reference_model(model_config: dict) -> torch.nn.Module:
+    """bs-roformer 0.4.1 (bit-identical to the code the viperx SDR was measured with)."""
+    from bs_roformer.bs_roformer import BSRoformer as ReferenceBSRoformer
+
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in model_config.items()}
+    kwargs.pop("linear_transformer_depth")  # 0.4.1 has no linear transformer and no such argument
+    return ReferenceBSRoformer(**kwargs)
+
+
+def test_config_geometry_is_the_published_one():
+    ours = load_config(VIPERX_CONFIG)["model"]
+    with open(DATA / "model_bs_roformer_ep_317_sdr_12.9755.yaml") as f:
+        published = yaml.load(f, Loader=yaml.FullLoader)["model"]
+    assert ours == {k: list(v) if isinstance(v, tuple) else v for k, v in published.items()}
+
+
+def test_meta_model_matches_the_viperx_state_dict_listing():
+    with torch.device("meta"):
+        model = BSRoformer(**load_config(VIPERX_CONFIG)["model"])
+    state = model.state_dict()
+    with open(DATA / "viperx_1297_state_dict.tsv") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    assert len(rows) == 699
+    assert list(state) == [row["key"] for row in rows]
+    for row in rows:
+        tensor = state[row["key"]]
+        assert list(tensor.shape) == yaml.safe_load(row["shape"]), row["key"]
+        assert str(tensor.dtype) == f"torch.{row['dtype']}", row["key"]
+        assert tensor.numel() == int(row["numel"])
+    assert sum(t.numel() for t in state.values()) == 159_758_796
+    # one rotary table for time and one for frequency, shared by all 12 layers
+    time_rotary = {id(layer[0].layers[0][0].rotary_embed) for layer in model.layers}
+    freq_rotary = {id(layer[1].layers[0][0].rotary_embed) for layer in model.layers}
+    assert len(time_rotary) == len(freq_rotary) == 1 and time_rotary != freq_rotary
+    frozen = [row["key"] for row in rows if row["kind"] == "param_frozen"]
+    assert all(key.endswith("rotary_embed.freqs") for key in frozen) and len(frozen) == 24
+
+
+def test_rotary_frequencies_are_the_checkpoints():
+    model = BSRoformer(**tiny_config(dim_head=64)["model"])
+    freqs = model.layers[0][0].layers[0][0].rotary_embed.freqs
+    expected = 1.0 / 10000 ** (torch.arange(32, dtype=torch.float64) * 2 / 64)
+    torch.testing.assert_close(freqs.double(), expected, rtol=1e-6, atol=0)
+
+
+def assert_matches_reference(model_config: dict, seconds: float, seed: int = 0) -> None:
+    torch.manual_seed(seed)
+    ours = randomize(BSRoformer(**model_config), seed).eval()
+    reference = reference_model(model_config).eval()
+    reference.load_state_dict(ours.state_dict(), strict=True)
+    # the reference trims its output to whole hops: compare on a whole number of hops
+    samples = int(seconds * 44100) // 441 * 441
+    audio = torch.randn(1, 2, samples, generator=torch.Generator().manual_seed(seed)) * 0.1
+    with torch.inference_mode():
+        expected = reference(audio)  # [b, s, t]
+        actual = ours(audio)  # [b, n, s, t]
+    assert actual.shape == (1, 1, 2, samples)
+    assert (actual[:, 0] - expected).abs().max().item() <= 1e-5
+    assert expected.abs().max().item() > 1e-3  # the comparison is not between two silences
+
+
+def test_full_width_viperx_forward_equals_reference():
+    assert_matches_reference(load_config(VIPERX_CONFIG)["model"], seconds=0.2)
+
+
+def test_reduced_depth_forward_equals_reference_beyond_one_chunk():
+    config = tiny_config(dim=64, depth=2, heads=4, dim_head=16)["model"]
+    assert_matches_reference(config, seconds=8.5, seed=1)
+
+
+def test_unknown_config_key_is_rejected():
+    config = tiny_config()["model"] | {"no_such_option": 1}
+    with pytest.raises(TypeError, match="no_such_option"):
+        BSRoformer(**config)
+
+
+@pytest.mark.parametrize("wrapper", [None, "state_dict", "state", "model"])
+def test_checkpoint_round_trip(tmp_path, wrapper):
+    config_path, checkpoint_path = write_tiny_roformer(tmp_path, "tiny.ckpt", wrapper=wrapper)
+    model = load_bs_roformer(config_path, checkpoint_path, "cpu")
+    assert not model.training
+    saved = torch.load(checkpoint_path, weights_only=True)
+    saved = saved[wrapper] if wrapper else saved
+    loaded = model.state_dict()
+    assert loaded.keys() == saved.keys()
+    assert all(torch.equal(loaded[k], saved[k]) for k in saved)
+    audio = torch.randn(1, 2, 44100 // 4)
+    with torch.inference_mode():
+        assert torch.isfinite(model(audio)).all()
+
+
+def test_truncated_checkpoint_is_rejected(tmp_path):
+    config_path, checkpoint_path = write_tiny_roformer(tmp_path, "tiny.ckpt")
+    data = checkpoint_path.read_bytes()
+    checkpoint_path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightsError, match="tiny.ckpt.*truncated"):
+        load_bs_roformer(config_path, checkpoint_path, "cpu")
+
+
+def test_non_checkpoint_file_is_rejected(tmp_path):
+    config_path, _ = write_tiny_roformer(tmp_path, "tiny.ckpt")
+    bogus = tmp_path / "bogus.ckpt"
+    bogus.write_text("<html>404 Not Found</html>")
+    with pytest.raises(WeightsError, match="bogus.ckpt is not a PyTorch checkpoint"):
+        load_bs_roformer(config_path, bogus, "cpu")
+
+
+def test_corrupted_tensor_data_is_rejected(tmp_path):
+    config_path, checkpoint_path = write_tiny_roformer(tmp_path, "tiny.ckpt")
+    with zipfile.ZipFile(checkpoint_path) as archive:
+        names = archive.namelist()
+        contents = {name: archive.read(name) for name in names}
+    pickle_name = next(name for name in names if name.endswith("data.pkl"))
+    contents[pickle_name] = b"\x80\x02garbage"
+    with zipfile.ZipFile(checkpoint_path, "w") as archive:
+        for name in names:
+            archive.writestr(name, contents[name])
+    with pytest.raises(WeightsError, match="cannot be read"):
+        load_bs_roformer(config_path, checkpoint_path, "cpu")
+
+
+def test_missing_checkpoint_names_the_fetch_command(tmp_path):
+    config_path, _ = write_tiny_roformer(tmp_path, "tiny.ckpt")
+    with pytest.raises(WeightsError, match="not found.*separation.weights fetch"):
+        load_bs_roformer(config_path, tmp_path / "absent.ckpt", "cpu")
+
+
+def test_wrong_geometry_lists_keys_and_file(tmp_path):
+    _, checkpoint_path = write_tiny_roformer(tmp_path, "deep.ckpt", config=tiny_config(depth=2))
+    config_path, _ = write_tiny_roformer(tmp_path / "shallow", "shallow.ckpt", config=tiny_config(dim=48))
+    with pytest.raises(WeightsError) as error:
+        load_bs_roformer(config_path, checkpoint_path, "cpu")
+    message = str(error.value)
+    assert "deep.ckpt does not match the model config" in message
+    assert "unexpected keys: layers.1.0.layers.0.0.norm.gamma" in message
+    assert "wrong shape keys" in message and "band_split.to_features.0.1.weight: checkpoint (32, 8), model (48, 8)" in message
+
+
+def test_partial_state_dict_lists_missing_keys(tmp_path):
+    config_path, checkpoint_path = write_tiny_roformer(tmp_path, "tiny.ckpt")
+    state = torch.load(checkpoint_path, weights_only=True)
+    del state["final_norm.gamma"]
+    torch.save(state, checkpoint_path)
+    with pytest.raises(WeightsError, match="1 missing keys: final_norm.gamma"):
+        load_bs_roformer(config_path, checkpoint_path, "cpu")
