@@ -106,7 +106,8 @@ def separate_chunked(
     step_samples = chunk_samples - overlap_samples
     starts = chunk_starts(num_samples, chunk_samples, step_samples, overlap_samples)
     padded_samples = starts[-1] + chunk_samples
-    padded = pad_reflect_then_zero(waveform.float(), overlap_samples, padded_samples - num_samples - overlap_samples)
+    right_pad_samples = padded_samples - num_samples - overlap_samples
+    padded = pad_reflect_then_zero(waveform.float(), overlap_samples, right_pad_samples)
     window = chunk_window(chunk_samples, overlap_samples)  # [chunk]
 
     output: torch.Tensor | None = None  # [stems, channels, padded_samples]
@@ -118,7 +119,7 @@ def separate_chunked(
             estimates = model(chunks.to(device)).float().cpu()  # [b, stems, c, chunk]
             if output is None:
                 output = torch.zeros(estimates.shape[1], waveform.shape[0], padded_samples)
-            for start, estimate in zip(batch_starts, estimates):
+            for start, estimate in zip(batch_starts, estimates, strict=True):
                 output[..., start : start + chunk_samples] += estimate * window
                 weight[start : start + chunk_samples] += window
             if progress is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import zipfile
 from collections.abc import Sequence
+from itertools import pairwise
 from pathlib import Path
 
 import torch
@@ -152,14 +153,16 @@ class BandSplit(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[b, t, sum(band_widths)] -> [b, t, bands, dim]"""
         bands = x.split(self.band_widths, dim=-1)
-        return torch.stack([to_feature(band) for band, to_feature in zip(bands, self.to_features)], dim=-2)
+        return torch.stack(
+            [to_feature(band) for band, to_feature in zip(bands, self.to_features, strict=True)], dim=-2
+        )
 
 
 def mask_mlp(dim: int, dim_out: int, dim_hidden: int, depth: int) -> nn.Sequential:
     """Linear layers dim -> hidden (x depth-1) -> dim_out with tanh between them."""
     dims = [dim, *[dim_hidden] * (depth - 1), dim_out]
     layers: list[nn.Module] = []
-    for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
+    for i, (d_in, d_out) in enumerate(pairwise(dims)):
         if i > 0:
             layers.append(nn.Tanh())
         layers.append(nn.Linear(d_in, d_out))
@@ -178,7 +181,9 @@ class MaskEstimator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[b, t, bands, dim] -> [b, t, sum(band_widths)]"""
-        return torch.cat([mlp(band) for band, mlp in zip(x.unbind(dim=-2), self.to_freqs)], dim=-1)
+        return torch.cat(
+            [mlp(band) for band, mlp in zip(x.unbind(dim=-2), self.to_freqs, strict=True)], dim=-1
+        )
 
 
 class BSRoformer(nn.Module):
@@ -240,7 +245,8 @@ class BSRoformer(nn.Module):
         self.final_norm = RMSNorm(dim)
         self.band_split = BandSplit(dim, band_widths)
         self.mask_estimators = nn.ModuleList(
-            MaskEstimator(dim, band_widths, mask_estimator_depth, mlp_expansion_factor) for _ in range(num_stems)
+            MaskEstimator(dim, band_widths, mask_estimator_depth, mlp_expansion_factor)
+            for _ in range(num_stems)
         )
 
     def _window(self, device: torch.device) -> torch.Tensor:
@@ -295,7 +301,7 @@ def read_state_dict(checkpoint_path: str | Path) -> dict[str, torch.Tensor]:
     """Memory-map a checkpoint's tensors (CPU, no copy) and unwrap a training wrapper if present."""
     path = Path(checkpoint_path)
     if not path.is_file():
-        raise WeightsError(f"checkpoint not found: {path} (fetch it with `python -m separation.weights fetch`)")
+        raise WeightsError(f"checkpoint not found: {path} (fetch it: python -m separation.weights fetch)")
     if not zipfile.is_zipfile(path):
         raise WeightsError(f"{path} is not a PyTorch checkpoint, or it is truncated (no zip directory found)")
     try:

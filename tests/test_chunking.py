@@ -91,7 +91,8 @@ def test_output_is_independent_of_batch_size():
 def test_batches_hold_at_most_batch_size_chunks_and_progress_counts_them():
     recorder, calls = ChunkRecorder(), []
     waveform = torch.randn(2, 10 * CHUNK)
-    separate_vocals(recorder, waveform, "cpu", CHUNK, OVERLAP, batch_size=4, progress=lambda *a: calls.append(a))
+    progress = lambda *args: calls.append(args)  # noqa: E731
+    separate_vocals(recorder, waveform, "cpu", CHUNK, OVERLAP, batch_size=4, progress=progress)
     total = sum(shape[0] for shape in recorder.batch_shapes)
     assert all(shape[0] <= 4 and shape[1:] == (2, CHUNK) for shape in recorder.batch_shapes)
     assert calls[-1] == (total, total) and len(calls) == len(recorder.batch_shapes)
