@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import yaml
-from einops import pack, rearrange, repeat, unpack
+from einops import pack, rearrange, unpack
 from torch import nn
 
 from .errors import WeightsError
@@ -56,32 +56,31 @@ class RMSNorm(nn.Module):
 class RotaryEmbedding(nn.Module):
     """Rotary position embedding over interleaved pairs of the head dimension.
 
-    `freqs` is stored in the checkpoint (1 / 10000^(2i/dim_head)); the cos/sin tables for a
-    sequence length are derived from it once and cached per length, device and dtype.
+    Each pair (x[2i], x[2i+1]) is rotated by the angle position * freqs[i], computed as a
+    complex product. `freqs` is stored in the checkpoint (1 / 10000^(2i/dim_head)); the
+    rotation table for a sequence length is derived from it once and cached.
     """
 
     def __init__(self, dim_head: int, theta: float = 10000.0):
         super().__init__()
         exponents = torch.arange(0, dim_head, 2)[: dim_head // 2].float() / dim_head
         self.freqs = nn.Parameter(1.0 / theta**exponents, requires_grad=False)  # [dim_head / 2]
-        self._tables: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._rotations: dict[tuple, torch.Tensor] = {}
 
-    def _cos_sin(self, seq_len: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def _rotation(self, seq_len: int, device: torch.device) -> torch.Tensor:
+        """Unit complex numbers e^(i * position * freq): [seq_len, dim_head / 2] complex64."""
         key = (seq_len, device, self.freqs.data_ptr())
-        if key not in self._tables:
+        if key not in self._rotations:
             positions = torch.arange(seq_len, device=device, dtype=torch.float32)
             angles = positions[:, None] * self.freqs.to(device=device, dtype=torch.float32)  # [n, d / 2]
-            angles = repeat(angles, "n d -> n (d r)", r=2)  # [n, d]
-            self._tables = {key: (angles.cos(), angles.sin())}
-        return self._tables[key]
+            self._rotations = {key: torch.polar(torch.ones_like(angles), angles)}
+        return self._rotations[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Rotate queries or keys: [..., seq, dim_head] -> same shape and dtype (computed in fp32)."""
-        cos, sin = self._cos_sin(x.shape[-2], x.device)
-        pairs = rearrange(x.float(), "... (d r) -> ... d r", r=2)
-        x1, x2 = pairs.unbind(dim=-1)
-        rotated = rearrange(torch.stack((-x2, x1), dim=-1), "... d r -> ... (d r)")
-        return (x.float() * cos + rotated * sin).to(x.dtype)
+        pairs = torch.view_as_complex(rearrange(x.float(), "... (d r) -> ... d r", r=2))  # [..., n, d / 2]
+        rotated = torch.view_as_real(pairs * self._rotation(x.shape[-2], x.device))
+        return rearrange(rotated, "... d r -> ... (d r)").to(x.dtype)
 
 
 class Attention(nn.Module):

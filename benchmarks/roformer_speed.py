@@ -1,0 +1,98 @@
+"""BS-RoFormer speed on this machine: our module vs bs-roformer 0.4.1, same weights, same input.
+
+Prints seconds per forward of one chunk for ours (fp32, bf16 autocast) and the reference (fp32),
+the ratio ours / reference, the bf16 speed-up and SNR against fp32, and the time to load a
+full-size random-weight checkpoint through `load_bs_roformer` (page cache warm).
+
+    python benchmarks/roformer_speed.py [--seconds 8] [--repeats 1] [--skip-bf16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from separation.chunking import autocast_context  # noqa: E402
+from separation.roformer import BSRoformer, load_bs_roformer, load_config  # noqa: E402
+
+VIPERX_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "config_bs_roformer_vocals.yaml"
+
+
+def reference_model(model_config: dict) -> torch.nn.Module:
+    from bs_roformer.bs_roformer import BSRoformer as ReferenceBSRoformer
+
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in model_config.items()}
+    kwargs.pop("linear_transformer_depth")
+    return ReferenceBSRoformer(**kwargs)
+
+
+def seconds_per_forward(model, audio, precision: str, repeats: int) -> tuple[float, torch.Tensor]:
+    """Best wall time of `repeats` forwards, and the output."""
+    best = float("inf")
+    with torch.inference_mode(), autocast_context(torch.device("cpu"), precision):
+        for _ in range(repeats):
+            start = time.perf_counter()
+            out = model(audio)
+            best = min(best, time.perf_counter() - start)
+    return best, out.float().reshape(audio.shape)
+
+
+def snr_db(reference: torch.Tensor, estimate: torch.Tensor) -> float:
+    return (10 * torch.log10(reference.pow(2).sum() / (estimate - reference).pow(2).sum())).item()
+
+
+def load_seconds(model: torch.nn.Module) -> float:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model_bs_roformer_ep_317_sdr_12.9755.ckpt"
+        torch.save(model.state_dict(), path)
+        path.read_bytes()  # page cache warm
+        start = time.perf_counter()
+        load_bs_roformer(VIPERX_CONFIG, path, "cpu")
+        return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=8.0, help="chunk length (8 s = the viperx chunk)")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--skip-bf16", action="store_true")
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    config = load_config(VIPERX_CONFIG)["model"]
+    ours = BSRoformer(**config).eval()
+    reference = reference_model(config).eval()
+    reference.load_state_dict(ours.state_dict(), strict=True)
+    samples = int(args.seconds * 44100) // 441 * 441  # whole hops: the reference trims to them
+    audio = 0.1 * torch.randn(1, 2, samples)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, input {samples} samples")
+
+    with torch.inference_mode():  # warm-up on a short input: kernel selection, allocator
+        ours(audio[..., :44100])
+        reference(audio[..., :44100])
+
+    ours_s, ours_out = seconds_per_forward(ours, audio, "fp32", args.repeats)
+    ref_s, ref_out = seconds_per_forward(reference, audio, "fp32", args.repeats)
+    print(f"reference fp32  {ref_s:8.2f} s")
+    print(f"ours fp32       {ours_s:8.2f} s   ratio ours/reference {ours_s / ref_s:.3f} (target <= 0.8)")
+    print(f"max |ours - reference| {(ours_out - ref_out).abs().max().item():.2e}")
+    if not args.skip_bf16:
+        bf16_s, bf16_out = seconds_per_forward(ours, audio, "bf16", args.repeats)
+        print(
+            f"ours bf16       {bf16_s:8.2f} s   speed-up vs fp32 {ours_s / bf16_s:.2f}x (target >= 1.5), "
+            f"SNR vs fp32 {snr_db(ours_out, bf16_out):.1f} dB"
+        )
+    print(f"checkpoint load (159.8M params, page cache warm) {load_seconds(ours):.2f} s (target <= 3)")
+
+
+if __name__ == "__main__":
+    main()
