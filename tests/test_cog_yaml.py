@@ -1,0 +1,71 @@
+"""cog.yaml: valid per Cog's schema, and its weight download lines in agreement with the manifest."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from separation import weights
+from separation.weights import build_commands, load_manifest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_PATH = REPO_ROOT / "tests" / "data" / "cog_config_schema_v1.0.json"
+
+
+@pytest.fixture(scope="module")
+def cog_config() -> dict:
+    return yaml.safe_load((REPO_ROOT / "cog.yaml").read_text(encoding="utf-8"))
+
+
+def test_cog_yaml_validates_against_the_cog_schema(cog_config):
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    jsonschema.validate(cog_config, schema)
+
+
+def test_build_settings(cog_config):
+    build = cog_config["build"]
+    assert build["gpu"] is True
+    assert build["cuda"] == "12.8"
+    assert build["python_version"] == "3.11"
+    assert {"ffmpeg", "libsndfile1", "curl"} <= set(build["system_packages"])
+    assert "SEPARATION_WEIGHTS_DIR=/weights" in cog_config["environment"]
+
+
+def test_run_points_at_the_runner_class(cog_config):
+    assert cog_config["run"] == "predict.py:Runner"
+    assert "predict" not in cog_config  # deprecated spelling
+
+
+def test_python_requirements_pin_torch_exactly(cog_config):
+    requirements = REPO_ROOT / cog_config["build"]["python_requirements"]
+    lines = [line.split("#")[0].strip() for line in requirements.read_text(encoding="utf-8").splitlines()]
+    torch_pins = [line for line in lines if re.match(r"torch\b", line)]
+    assert len(torch_pins) == 1 and re.fullmatch(r"torch==\d+\.\d+\.\d+", torch_pins[0]), torch_pins
+
+
+def test_build_run_is_generated_from_the_manifest(cog_config):
+    weights_dir = dict(item.split("=", 1) for item in cog_config["environment"])["SEPARATION_WEIGHTS_DIR"]
+    assert cog_config["build"]["run"] == build_commands(load_manifest(), weights_dir)
+
+
+def test_every_manifest_file_has_exactly_one_checked_run_line(cog_config):
+    lines = cog_config["build"]["run"]
+    for file in load_manifest():
+        destination = f"/weights/{file.target}"
+        (line,) = [line for line in lines if f" {destination} " in line]
+        assert f"'{file.sha256}  {destination}' | sha256sum --check --strict -" in line
+        if file.package_file is None:
+            assert all(url in line for url in file.urls)
+        else:
+            assert file.package_file.partition("/")[2] in line
+
+
+def test_cog_build_steps_prints_the_run_list(capsys):
+    assert weights.main(["cog-build-steps"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed == {"run": build_commands(load_manifest())}

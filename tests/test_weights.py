@@ -1,0 +1,484 @@
+"""Weight manifest, verified resumable downloads, `verify`, and the CLI, against a local HTTP server."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+
+from separation import weights
+from separation.errors import WeightsError
+from separation.weights import WeightFile, build_commands, fetch, load_manifest, verify
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEMUCS_REMOTE_COPIES = REPO_ROOT / "tests" / "data" / "demucs_remote"
+CONTENT = bytes(range(256)) * 1200  # 307,200 bytes, several socket writes
+FAST = {"progress": False, "backoff_seconds": 0.0, "timeout_seconds": 10.0}
+
+
+@dataclass
+class ServerState:
+    """What the test server serves and what it saw."""
+
+    files: dict[str, bytes] = field(default_factory=dict)
+    requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range header)
+    drops: list[int] = field(default_factory=list)  # per request, in order: close after this many body bytes
+    ignore_range: bool = False
+    midway: Callable[[], None] | None = None  # called after half of a body has been sent
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """GET with `Range: bytes=N-` support; HTTP/1.0, so the connection closes after each response."""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+        state: ServerState = self.server.state
+        range_header = self.headers.get("Range")
+        state.requests.append((self.path, range_header))
+        body = state.files.get(self.path)
+        if body is None:
+            self.send_error(404, "Not Found")
+            return
+        start = 0
+        if range_header and not state.ignore_range:
+            start = int(re.fullmatch(r"bytes=(\d+)-", range_header).group(1))
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(body) - start))
+        self.end_headers()
+        payload = body[start:]
+        if state.drops:
+            payload = payload[: state.drops.pop(0)]
+        half = len(payload) // 2
+        self.wfile.write(payload[:half])
+        self.wfile.flush()
+        if state.midway is not None:
+            state.midway()
+        self.wfile.write(payload[half:])
+
+    def log_message(self, *args: object) -> None:
+        """Keep the test output quiet."""
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, ServerState]]:
+    """A local HTTP server in a thread: yields (base URL, state)."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd.state = ServerState()
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", httpd.state
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join()
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _entry(target: str, content: bytes, *urls: str, sha256: str | None = None) -> WeightFile:
+    """A manifest entry for `content` served at `urls`."""
+    return WeightFile(
+        target=target,
+        size=len(content),
+        sha256=sha256 or _sha256(content),
+        urls=urls,
+        package_file=None,
+        model="test_model",
+        source="test",
+    )
+
+
+def _package_entry(package_file: str, target: str) -> WeightFile:
+    """A manifest entry copied from a package, with the digest of the installed file."""
+    data = weights.package_file_path(package_file).read_bytes()
+    return WeightFile(
+        target=target,
+        size=len(data),
+        sha256=_sha256(data),
+        urls=(),
+        package_file=package_file,
+        model="test_bag",
+        source="test",
+    )
+
+
+def _write_manifest(path: Path, files: list[WeightFile]) -> Path:
+    """Write `files` as a manifest YAML that load_manifest reads back."""
+    entries = []
+    for file in files:
+        entry = {"target": file.target, "model": file.model, "size": file.size, "sha256": file.sha256}
+        entry.update({"urls": list(file.urls)} if file.urls else {"package_file": file.package_file})
+        entries.append({**entry, "source": file.source})
+    path.write_text(yaml.safe_dump({"files": entries}), encoding="utf-8")
+    return path
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m separation.weights ARGS` in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "separation.weights", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def _closed_port() -> int:
+    """A local port that nothing listens on (connections are refused)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# --- downloads -------------------------------------------------------------------------------------
+
+
+def test_fetch_downloads_checks_and_renames_atomically(server, tmp_path):
+    base, state = server
+    state.files["/model.ckpt"] = CONTENT
+    destination = tmp_path / "sub" / "model.ckpt"
+    part = Path(f"{destination}.part")
+    seen_midway = []
+
+    def look_midway() -> None:
+        """Record (target exists, part exists) once the client has opened the part file."""
+        deadline = time.monotonic() + 10.0
+        while not part.exists() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        seen_midway.append((destination.exists(), part.exists()))
+
+    state.midway = look_midway
+
+    fetch(tmp_path, [_entry("sub/model.ckpt", CONTENT, f"{base}/model.ckpt")], **FAST)
+
+    assert destination.read_bytes() == CONTENT
+    assert seen_midway == [(False, True)]  # mid-download: only the part file exists
+    assert sorted(p.name for p in destination.parent.iterdir()) == ["model.ckpt"]
+    assert state.requests == [("/model.ckpt", None)]
+
+
+def test_fetch_wrong_hash_raises_and_leaves_nothing(server, tmp_path):
+    base, state = server
+    state.files["/model.ckpt"] = CONTENT
+    expected = "0" * 64
+    file = _entry("model.ckpt", CONTENT, f"{base}/model.ckpt", sha256=expected)
+
+    with pytest.raises(WeightsError) as caught:
+        fetch(tmp_path, [file], **FAST)
+
+    message = str(caught.value)
+    assert "model.ckpt" in message and expected in message and _sha256(CONTENT) in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fetch_resumes_after_dropped_connection(server, tmp_path):
+    base, state = server
+    state.files["/model.ckpt"] = CONTENT
+    state.drops = [100_000]
+
+    fetch(tmp_path, [_entry("model.ckpt", CONTENT, f"{base}/model.ckpt")], **FAST)
+
+    assert (tmp_path / "model.ckpt").read_bytes() == CONTENT
+    assert state.requests == [("/model.ckpt", None), ("/model.ckpt", "bytes=100000-")]
+    assert not (tmp_path / "model.ckpt.part").exists()
+
+
+def test_fetch_resumes_a_part_file_left_by_an_earlier_run(server, tmp_path):
+    base, state = server
+    state.files["/model.ckpt"] = CONTENT
+    (tmp_path / "model.ckpt.part").write_bytes(CONTENT[:5000])
+
+    fetch(tmp_path, [_entry("model.ckpt", CONTENT, f"{base}/model.ckpt")], **FAST)
+
+    assert (tmp_path / "model.ckpt").read_bytes() == CONTENT
+    assert state.requests == [("/model.ckpt", "bytes=5000-")]
+
+
+def test_fetch_restarts_when_the_server_ignores_range(server, tmp_path):
+    base, state = server
+    state.files["/model.ckpt"] = CONTENT
+    state.ignore_range = True
+    (tmp_path / "model.ckpt.part").write_bytes(b"stale bytes")
+
+    fetch(tmp_path, [_entry("model.ckpt", CONTENT, f"{base}/model.ckpt")], **FAST)
+
+    assert (tmp_path / "model.ckpt").read_bytes() == CONTENT
+
+
+def test_fetch_gives_up_after_attempts_without_progress(server, tmp_path):
+    base, state = server
+    state.files["/model.ckpt"] = CONTENT
+    state.drops = [0, 0, 0, 0]
+
+    with pytest.raises(WeightsError, match=r"closed after 0 of 307200 bytes"):
+        fetch(tmp_path, [_entry("model.ckpt", CONTENT, f"{base}/model.ckpt")], attempts=3, **FAST)
+    assert len(state.requests) == 3
+
+
+def test_fetch_rejects_a_file_of_the_wrong_announced_size(server, tmp_path):
+    base, state = server
+    state.files["/model.ckpt"] = CONTENT + b"extra"
+
+    with pytest.raises(WeightsError, match=r"announces 307205 bytes, the manifest expects 307200"):
+        fetch(tmp_path, [_entry("model.ckpt", CONTENT, f"{base}/model.ckpt")], **FAST)
+    assert not (tmp_path / "model.ckpt").exists()
+
+
+def test_fetch_404_names_the_url(server, tmp_path):
+    base, state = server
+    url = f"{base}/missing.ckpt"
+
+    with pytest.raises(WeightsError, match=rf"cannot download {re.escape(url)}: HTTP 404"):
+        fetch(tmp_path, [_entry("model.ckpt", CONTENT, url)], **FAST)
+    assert len(state.requests) == 1  # a 404 is not retried
+
+
+def test_fetch_tries_urls_in_order(server, tmp_path):
+    base, state = server
+    state.files["/mirror/model.ckpt"] = CONTENT
+
+    fetch(tmp_path, [_entry("model.ckpt", CONTENT, f"{base}/gone.ckpt", f"{base}/mirror/model.ckpt")], **FAST)
+
+    assert (tmp_path / "model.ckpt").read_bytes() == CONTENT
+    assert [path for path, _ in state.requests] == ["/gone.ckpt", "/mirror/model.ckpt"]
+
+
+def test_fetch_skips_good_files_and_replaces_corrupt_ones(server, tmp_path):
+    base, state = server
+    state.files["/a.th"] = CONTENT
+    state.files["/b.th"] = CONTENT[::-1]
+    good = _entry("a.th", CONTENT, f"{base}/a.th")
+    corrupt = _entry("b.th", CONTENT[::-1], f"{base}/b.th")
+    (tmp_path / "a.th").write_bytes(CONTENT)
+    (tmp_path / "b.th").write_bytes(CONTENT)  # right size, wrong bytes
+
+    fetch(tmp_path, [good, corrupt], **FAST)
+
+    assert state.requests == [("/b.th", None)]
+    assert (tmp_path / "b.th").read_bytes() == CONTENT[::-1]
+
+
+# --- package files ---------------------------------------------------------------------------------
+
+
+def test_fetch_copies_and_checks_package_files(tmp_path):
+    file = _package_entry("demucs/remote/htdemucs_6s.yaml", "demucs/htdemucs_6s.yaml")
+
+    fetch(tmp_path, [file], **FAST)
+
+    assert (tmp_path / "demucs" / "htdemucs_6s.yaml").read_bytes() == (
+        DEMUCS_REMOTE_COPIES / "htdemucs_6s.yaml"
+    ).read_bytes()
+    assert verify(tmp_path, [file]) == []
+
+
+def test_fetch_rejects_a_package_file_with_another_digest(tmp_path):
+    installed = _package_entry("demucs/remote/htdemucs_6s.yaml", "htdemucs_6s.yaml")
+    wrong = dataclasses.replace(installed, sha256="f" * 64)
+
+    with pytest.raises(WeightsError, match=r"htdemucs_6s\.yaml.*sha256 is [0-9a-f]{64}, expected f{64}"):
+        fetch(tmp_path, [wrong], **FAST)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_package_file_of_a_missing_package_is_named():
+    with pytest.raises(WeightsError, match=r"package 'no_such_package_xyz' is not installed"):
+        weights.package_file_path("no_such_package_xyz/remote/x.yaml")
+    with pytest.raises(WeightsError, match=r"no such file in the installed demucs package"):
+        weights.package_file_path("demucs/remote/no_such_bag.yaml")
+
+
+# --- verify ----------------------------------------------------------------------------------------
+
+
+def test_verify_reports_missing_resized_and_corrupted_files(tmp_path):
+    files = [
+        _entry(name, CONTENT, "https://example.invalid/x")
+        for name in ("ok.th", "gone.th", "short.th", "flip.th")
+    ]
+    (tmp_path / "ok.th").write_bytes(CONTENT)
+    (tmp_path / "short.th").write_bytes(CONTENT[:-1])
+    flipped = bytearray(CONTENT)
+    flipped[123_456] ^= 0x01
+    (tmp_path / "flip.th").write_bytes(bytes(flipped))
+
+    problems = verify(tmp_path, files)
+
+    assert len(problems) == 3
+    assert problems[0] == f"{tmp_path / 'gone.th'}: missing"
+    assert problems[1] == f"{tmp_path / 'short.th'}: size is 307199 bytes, expected 307200"
+    assert problems[2].startswith(f"{tmp_path / 'flip.th'}: sha256 is ")
+    assert verify(tmp_path, files, full_hash=False) == problems[:2]  # a flipped byte needs the hash
+
+
+def test_verify_cli_exit_codes(tmp_path, capsys):
+    manifest = _write_manifest(
+        tmp_path / "manifest.yaml",
+        [
+            _entry("a.th", CONTENT, "https://example.invalid/a"),
+            _entry("b.th", CONTENT, "https://example.invalid/b"),
+        ],
+    )
+    weights_dir = tmp_path / "w"
+    weights_dir.mkdir()
+    (weights_dir / "a.th").write_bytes(CONTENT)
+
+    assert weights.main(["--manifest", str(manifest), "verify", "--dir", str(weights_dir)]) == 1
+    assert capsys.readouterr().err.splitlines() == [f"error: {weights_dir / 'b.th'}: missing"]
+
+    (weights_dir / "b.th").write_bytes(CONTENT)
+    assert weights.main(["--manifest", str(manifest), "verify", "--dir", str(weights_dir)]) == 0
+    assert "2 weight files OK" in capsys.readouterr().err
+
+
+# --- CLI -------------------------------------------------------------------------------------------
+
+
+def test_cli_fetch_fetches_only_the_named_models(server, tmp_path):
+    base, state = server
+    state.files["/a.th"] = CONTENT
+    other = dataclasses.replace(_entry("b.th", CONTENT, f"{base}/b.th"), model="other_model")
+    manifest = _write_manifest(tmp_path / "manifest.yaml", [_entry("a.th", CONTENT, f"{base}/a.th"), other])
+
+    result = _run_cli(
+        "--manifest", str(manifest), "fetch", "--dir", str(tmp_path / "w"), "--only", "test_model"
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "w").iterdir()) == ["a.th"]
+
+
+def test_cli_unknown_model_is_one_line(tmp_path, capsys):
+    manifest = _write_manifest(
+        tmp_path / "manifest.yaml", [_entry("a.th", CONTENT, "https://example.invalid/a")]
+    )
+
+    assert weights.main(["--manifest", str(manifest), "fetch", "--only", "nope"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "error: unknown model 'nope'; the manifest has test_model"
+    ]
+
+
+@pytest.mark.parametrize("reason", ["unreachable", "404"])
+def test_cli_download_failure_is_one_clear_line(server, tmp_path, reason):
+    base, _ = server
+    url = f"http://127.0.0.1:{_closed_port()}/model.ckpt" if reason == "unreachable" else f"{base}/none.ckpt"
+    manifest = _write_manifest(tmp_path / "manifest.yaml", [_entry("model.ckpt", CONTENT, url)])
+
+    result = _run_cli("--manifest", str(manifest), "fetch", "--dir", str(tmp_path / "w"))
+
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    expected_reason = "Connection refused (no network?)" if reason == "unreachable" else "HTTP 404 Not Found"
+    assert lines[0] == f"error: cannot download {url}: {expected_reason}"
+
+
+def test_default_weights_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("SEPARATION_WEIGHTS_DIR", str(tmp_path))
+    assert weights.default_weights_dir() == tmp_path
+    monkeypatch.delenv("SEPARATION_WEIGHTS_DIR")
+    assert weights.default_weights_dir() == REPO_ROOT / "weights"
+
+
+# --- build.run lines -------------------------------------------------------------------------------
+
+
+def test_build_commands_download_copy_and_check_in_sh(server, tmp_path):
+    base, state = server
+    state.files["/model.ckpt"] = CONTENT
+    files = [
+        _entry("model.ckpt", CONTENT, f"{base}/model.ckpt"),
+        _package_entry("demucs/remote/htdemucs_ft.yaml", "demucs/htdemucs_ft.yaml"),
+    ]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    weights_dir = tmp_path / "image weights"
+
+    for line in build_commands(files, str(weights_dir)):
+        subprocess.run(["sh", "-c", line], check=True, env=env, capture_output=True, timeout=60)
+
+    assert verify(weights_dir, files) == []
+    corrupt = _entry("bad.ckpt", CONTENT, f"{base}/model.ckpt", sha256="0" * 64)
+    (line,) = build_commands([corrupt], str(weights_dir))
+    assert subprocess.run(["sh", "-c", line], env=env, capture_output=True, timeout=60).returncode != 0
+
+
+# --- manifest --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"sha256": "abc"}, "sha256 must be 64 lowercase hex digits"),
+        ({"size": 0}, "size must be a positive number of bytes"),
+        ({"target": "/abs.th"}, "target must be a relative path"),
+        ({"target": "../up.th"}, "target must be a relative path"),
+        ({"package_file": "demucs/remote/x.yaml"}, "either urls or package_file"),
+        ({"urls": ["ftp://host/x"]}, "not an http"),
+        ({"colour": "red"}, r"unknown keys \['colour'\]"),
+    ],
+)
+def test_load_manifest_rejects_bad_entries(tmp_path, change, message):
+    entry = {
+        "target": "a.th",
+        "model": "m",
+        "size": 1,
+        "sha256": "a" * 64,
+        "urls": ["https://h/a"],
+        "source": "s",
+    }
+    path = tmp_path / "manifest.yaml"
+    path.write_text(yaml.safe_dump({"files": [{**entry, **change}]}), encoding="utf-8")
+
+    with pytest.raises(WeightsError, match=message):
+        load_manifest(path)
+
+
+def test_load_manifest_rejects_duplicate_targets(tmp_path):
+    file = _entry("a.th", CONTENT, "https://example.invalid/a")
+    with pytest.raises(WeightsError, match=r"duplicate targets \['a.th'\]"):
+        load_manifest(_write_manifest(tmp_path / "manifest.yaml", [file, file]))
+
+
+def test_real_manifest_is_consistent():
+    files = load_manifest()
+
+    assert {file.model for file in files} == {"bs_roformer_vocals", "htdemucs_ft", "htdemucs_6s"}
+    for file in files:
+        assert file.size > 0 and re.fullmatch(r"[0-9a-f]{64}", file.sha256)
+        for url in file.urls:
+            assert url.startswith("https://") and url.rsplit("/", 1)[1] == file.name
+        signature = re.fullmatch(r"([0-9a-f]{8})-([0-9a-f]{8})\.th", file.name)
+        if signature:  # demucs checks that the name's second part is the sha256 prefix
+            assert signature.group(2) == file.sha256[:8], file.target
+
+
+@pytest.mark.parametrize("bag", ["htdemucs_ft", "htdemucs_6s"])
+def test_real_manifest_bags_match_shipped_files_and_list_their_weights(bag):
+    files = load_manifest()
+    (entry,) = [file for file in files if file.target == f"demucs/{bag}.yaml"]
+    installed = weights.package_file_path(entry.package_file)
+
+    for copy in (installed, DEMUCS_REMOTE_COPIES / f"{bag}.yaml"):
+        data = copy.read_bytes()
+        assert (len(data), _sha256(data)) == (entry.size, entry.sha256), copy
+    signatures = yaml.safe_load(installed.read_text())["models"]
+    weight_names = sorted(f.name for f in files if f.model == bag and f.target.endswith(".th"))
+    assert sorted(name.split("-")[0] for name in weight_names) == sorted(signatures)
