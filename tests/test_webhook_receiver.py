@@ -1,0 +1,428 @@
+"""Tests for examples/webhook_receiver.py: signed Replicate webhooks against a live server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import importlib.util
+import json
+import random
+import socket
+import sys
+import threading
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from standardwebhooks import Webhook
+
+MODULE_PATH = Path(__file__).resolve().parents[1] / "examples" / "webhook_receiver.py"
+SECRET = "whsec_" + base64.b64encode(b"fretwise-test-signing-key-32byte").decode()
+OTHER_SECRET = "whsec_" + base64.b64encode(b"someone-elses-signing-key-32byte").decode()
+STEMS = ("vocals", "instrumental", "drums", "bass", "guitar", "piano", "other")
+
+
+def _load_receiver():
+    """Import the example by path (examples/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("webhook_receiver", MODULE_PATH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+receiver = _load_receiver()
+
+
+def stem_url(stem: str) -> str:
+    """A replicate.delivery-like file URL for one stem, with a query string as signed URLs have."""
+    return f"https://replicate.delivery/xezq/abc123/{stem}.wav?token=t-{stem}"
+
+
+def all_stem_urls() -> dict[str, str]:
+    return {stem: stem_url(stem) for stem in STEMS}
+
+
+def prediction_body(prediction_id: str, status: str, **fields: object) -> bytes:
+    """A webhook body shaped like Replicate's prediction object."""
+    payload = {
+        "id": prediction_id,
+        "version": "v1",
+        "status": status,
+        "logs": "",
+        "metrics": {},
+        "error": None,
+    }
+    payload.update(fields)
+    return json.dumps(payload).encode()
+
+
+def signed_headers(
+    body: bytes, webhook_id: str, sent_at: datetime | None = None, secret: str = SECRET
+) -> dict:
+    """Standard Webhooks headers for ``body``, as Replicate sends them."""
+    sent_at = sent_at or datetime.now(tz=timezone.utc)
+    return {
+        "Content-Type": "application/json",
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(int(sent_at.timestamp())),
+        "webhook-signature": Webhook(secret).sign(webhook_id, sent_at, body.decode()),
+    }
+
+
+class Harness:
+    """A receiver serving on 127.0.0.1 (free port) in a thread; records on_succeeded calls in ``calls``."""
+
+    def __init__(self, db_path: Path, on_succeeded=None):
+        self.calls: list[tuple[str, dict[str, str]]] = []
+        self.store = receiver.Store(db_path)
+        self.server = receiver.WebhookServer(
+            ("127.0.0.1", 0), receiver.load_webhook(SECRET), self.store, on_succeeded or self._record_call
+        )
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self._thread.start()
+        self._stopped = False
+
+    def _record_call(self, prediction_id: str, stems: dict[str, str]) -> None:
+        self.calls.append((prediction_id, stems))
+
+    def request(self, method: str, path: str, body: bytes = b"", headers: dict | None = None):
+        """Send one request; returns (status, parsed JSON reply, response headers)."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            return response.status, json.loads(response.read()), response.headers
+        finally:
+            connection.close()
+
+    def post(self, body: bytes, headers: dict) -> tuple[int, dict]:
+        """POST to the webhook path; returns (status, parsed JSON reply)."""
+        status, reply, _ = self.request("POST", receiver.DEFAULT_PATH, body, headers)
+        return status, reply
+
+    def deliver(self, body: bytes, webhook_id: str) -> tuple[int, dict]:
+        """POST ``body`` signed with the right secret and the current time."""
+        return self.post(body, signed_headers(body, webhook_id))
+
+    def stop(self) -> None:
+        """Stop serving and wait for every request thread, so all on_succeeded calls have returned."""
+        if not self._stopped:
+            self._stopped = True
+            self.server.shutdown()
+            self.server.server_close()
+            self._thread.join()
+
+
+@pytest.fixture
+def harness(tmp_path):
+    running = Harness(tmp_path / "predictions.sqlite3")
+    yield running
+    running.stop()
+    running.store.close()
+
+
+# --- state machine --------------------------------------------------------------------------------
+
+
+def test_start_webhook_stores_processing(harness):
+    status, reply = harness.deliver(prediction_body("p1", "processing"), "msg_1")
+    assert (status, reply) == (200, {"prediction": "p1", "outcome": "applied"})
+    assert harness.store.get("p1") == receiver.Prediction("p1", "processing", None, {})
+    assert harness.store.get("unknown") is None
+
+
+def test_completed_with_shuffled_list_output_stores_stems_by_name(harness):
+    output = [stem_url(stem) for stem in STEMS]
+    random.Random(3).shuffle(output)
+    harness.deliver(prediction_body("p1", "processing"), "msg_1")
+    status, reply = harness.deliver(prediction_body("p1", "succeeded", output=output), "msg_2")
+    harness.stop()
+    assert (status, reply["outcome"]) == (200, "applied")
+    assert harness.store.get("p1") == receiver.Prediction("p1", "succeeded", None, all_stem_urls())
+    assert harness.calls == [("p1", all_stem_urls())]
+
+
+def test_retried_delivery_is_deduplicated(harness):
+    body = prediction_body("p1", "succeeded", output=[stem_url("instrumental")])
+    first = harness.deliver(body, "msg_done")
+    retry = harness.deliver(body, "msg_done")  # a retry is re-signed with a new timestamp, same webhook-id
+    harness.stop()
+    assert first == (200, {"prediction": "p1", "outcome": "applied"})
+    assert retry == (200, {"prediction": "p1", "outcome": "duplicate"})
+    assert len(harness.calls) == 1
+
+
+def test_late_processing_after_succeeded_is_acknowledged_and_ignored(harness):
+    harness.deliver(prediction_body("p1", "succeeded", output=[stem_url("instrumental")]), "msg_done")
+    status, reply = harness.deliver(prediction_body("p1", "processing", logs="progress 9\n"), "msg_late")
+    harness.stop()
+    assert (status, reply["outcome"]) == (200, "ignored")
+    assert harness.store.get("p1") == receiver.Prediction(
+        "p1", "succeeded", None, {"instrumental": stem_url("instrumental")}
+    )
+    assert len(harness.calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("sequence", "final_status"),
+    [
+        (["starting", "processing", "failed"], "failed"),
+        (["processing", "starting"], "processing"),
+        (["failed", "processing"], "failed"),
+        (["canceled", "succeeded"], "canceled"),
+        (["succeeded", "failed"], "succeeded"),
+        (["aborted", "processing"], "aborted"),
+    ],
+)
+def test_status_never_moves_backwards_and_terminal_is_final(harness, sequence, final_status):
+    for index, status in enumerate(sequence):
+        fields = {"error": "boom"} if status == "failed" else {}
+        if status == "succeeded":
+            fields["output"] = [stem_url("instrumental")]
+        assert harness.deliver(prediction_body("p1", status, **fields), f"msg_{index}")[0] == 200
+    harness.stop()
+    stored = harness.store.get("p1")
+    assert stored.status == final_status
+    assert stored.error == ("boom" if final_status == "failed" else None)
+    assert len(harness.calls) == (1 if final_status == "succeeded" else 0)
+
+
+def test_concurrent_deliveries_apply_once(harness):
+    """Eight threads deliver the same completed webhook while progress webhooks race it."""
+    done = prediction_body("p1", "succeeded", output=[stem_url(stem) for stem in STEMS])
+    bodies = [(done, "msg_done")] * 8 + [
+        (prediction_body("p1", "processing"), f"msg_log_{i}") for i in range(8)
+    ]
+    replies: list[tuple[int, dict]] = []
+    threads = [
+        threading.Thread(target=lambda b=b, i=i: replies.append(harness.deliver(b, i))) for b, i in bodies
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    harness.stop()
+    outcomes = [reply["outcome"] for status, reply in replies if status == 200]
+    assert len(outcomes) == len(bodies)
+    assert outcomes.count("duplicate") == 7
+    assert harness.store.get("p1").status == "succeeded"
+    assert harness.calls == [("p1", all_stem_urls())]
+
+
+def test_failing_callback_still_acknowledges_and_server_keeps_serving(tmp_path):
+    def broken(prediction_id, stems):
+        raise RuntimeError("transcription queue down")
+
+    running = Harness(tmp_path / "db.sqlite3", on_succeeded=broken)
+    try:
+        assert running.deliver(prediction_body("p1", "succeeded", output=[]), "msg_1")[0] == 200
+        assert running.deliver(prediction_body("p2", "processing"), "msg_2")[0] == 200
+        assert running.store.get("p1").status == "succeeded"
+    finally:
+        running.stop()
+        running.store.close()
+
+
+def test_store_records_atomically_under_thread_contention(tmp_path):
+    """Threads race to record the same webhooks for the same predictions; each id applies exactly once."""
+    store = receiver.Store(tmp_path / "predictions.sqlite3")
+    statuses = ("starting", "processing", "succeeded")
+    start = threading.Barrier(6)
+    outcomes: list[receiver.Outcome] = []
+    errors: list[BaseException] = []
+
+    def deliver_all() -> None:
+        start.wait()
+        try:
+            for index in range(60):
+                update = receiver.Prediction(f"p{index % 20}", statuses[index // 20])
+                outcomes.append(store.record(f"msg_{index}", update))
+        except BaseException as exc:  # collected, so the assertion below names it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=deliver_all) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert outcomes.count(receiver.Outcome.APPLIED) == 60
+    assert outcomes.count(receiver.Outcome.DUPLICATE) == 5 * 60
+    assert {store.get(f"p{index}").status for index in range(20)} == {"succeeded"}
+    store.close()
+
+
+def test_store_persists_across_restarts(tmp_path):
+    db_path = tmp_path / "predictions.sqlite3"
+    update = receiver.Prediction("p1", "succeeded", None, {"vocals": stem_url("vocals")})
+    first = receiver.Store(db_path)
+    assert first.record("msg_1", update) is receiver.Outcome.APPLIED
+    first.close()
+    reopened = receiver.Store(db_path)
+    assert reopened.get("p1") == update
+    assert reopened.record("msg_1", update) is receiver.Outcome.DUPLICATE
+    reopened.close()
+
+
+# --- rejected requests ----------------------------------------------------------------------------
+
+
+def test_forged_signature_is_rejected(harness):
+    body = prediction_body("p1", "processing")
+    status, reply = harness.post(body, signed_headers(body, "msg_1", secret=OTHER_SECRET))
+    assert status == 401
+    assert "signature" in reply["error"]
+    assert harness.store.get("p1") is None
+
+
+def test_tampered_body_is_rejected(harness):
+    headers = signed_headers(prediction_body("p1", "processing"), "msg_1")
+    assert harness.post(prediction_body("p1", "succeeded", output=[]), headers)[0] == 401
+    assert harness.store.get("p1") is None
+
+
+@pytest.mark.parametrize(
+    ("age", "accepted"),
+    [(timedelta(minutes=10), False), (timedelta(minutes=-10), False), (timedelta(minutes=4), True)],
+    ids=["10-min-old", "10-min-ahead", "4-min-old"],
+)
+def test_timestamp_tolerance_is_five_minutes(harness, age, accepted):
+    body = prediction_body("p1", "processing")
+    status, reply = harness.post(body, signed_headers(body, "msg_1", datetime.now(tz=timezone.utc) - age))
+    assert status == (200 if accepted else 401), reply
+    assert (harness.store.get("p1") is not None) == accepted
+
+
+@pytest.mark.parametrize("missing", ["webhook-id", "webhook-timestamp", "webhook-signature"])
+def test_missing_signature_header_is_rejected(harness, missing):
+    body = prediction_body("p1", "processing")
+    headers = signed_headers(body, "msg_1")
+    del headers[missing]
+    status, reply = harness.post(body, headers)
+    assert status == 400
+    assert missing in reply["error"]
+
+
+def test_malformed_signature_header_is_rejected_not_crashing(harness):
+    body = prediction_body("p1", "processing")
+    for signature in ("garbage", "v1,not*base64", "v1,a,b"):
+        headers = {**signed_headers(body, "msg_1"), "webhook-signature": signature}
+        assert harness.post(body, headers)[0] == 401
+    assert harness.deliver(body, "msg_1")[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"not json at all", "not JSON"),
+        (b"[1, 2]", "JSON object"),
+        (json.dumps({"status": "processing"}).encode(), "'id'"),
+        (prediction_body("p1", "exploded"), "'status'"),
+        (prediction_body("p1", "succeeded", output={"vocals": "x"}), "list of file URLs"),
+        (prediction_body("p1", "succeeded", output=["data:audio/wav;base64,AAAA"]), "http(s) file URL"),
+        (prediction_body("p1", "succeeded", output=[stem_url("bass"), stem_url("bass")]), "'bass'"),
+    ],
+    ids=["non-json", "not-object", "no-id", "unknown-status", "dict-output", "data-url", "duplicate-stem"],
+)
+def test_bad_payload_is_rejected_with_400(harness, body, message):
+    status, reply = harness.deliver(body, "msg_1")
+    assert status == 400
+    assert message in reply["error"]
+    assert harness.store.get("p1") is None
+    # the webhook id was not consumed: a corrected delivery with the same id still applies
+    assert harness.deliver(prediction_body("p1", "processing"), "msg_1")[1]["outcome"] == "applied"
+
+
+def test_non_utf8_body_is_rejected(harness):
+    headers = signed_headers(b"{}", "msg_1")
+    assert harness.post(b"\xff\xfe{}", headers)[0] == 400
+
+
+@pytest.mark.parametrize("size_bytes", [receiver.MAX_BODY_BYTES + 1, 4 * receiver.MAX_BODY_BYTES])
+def test_oversized_body_is_rejected_with_413(harness, size_bytes):
+    """Bodies larger than the socket buffers too: the client must read the 413, not a reset."""
+    body = b" " * size_bytes
+    status, reply = harness.post(body, signed_headers(body, "msg_1"))
+    assert status == 413
+    assert str(receiver.MAX_BODY_BYTES) in reply["error"]
+    assert harness.deliver(prediction_body("p1", "processing"), "msg_1")[0] == 200
+
+
+def test_body_without_content_length_is_rejected_with_411(harness):
+    with socket.create_connection(("127.0.0.1", harness.port), timeout=10) as connection:
+        head = f"POST {receiver.DEFAULT_PATH} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        connection.sendall(head.encode() + b"0\r\n\r\n")
+        status_line = connection.makefile("rb").readline()
+    assert status_line.split()[1] == b"411"
+
+
+def test_wrong_path_and_method(harness):
+    body = prediction_body("p1", "processing")
+    assert harness.request("POST", "/elsewhere", body, signed_headers(body, "msg_1"))[0] == 404
+    assert harness.request("GET", "/elsewhere")[0] == 404
+    status, _, headers = harness.request("GET", receiver.DEFAULT_PATH)
+    assert (status, headers["Allow"]) == (405, "POST")
+    assert harness.request("PUT", receiver.DEFAULT_PATH, body)[0] == 405
+    # a query string on the registered URL does not change the path
+    with_query = receiver.DEFAULT_PATH + "?source=replicate"
+    assert harness.request("POST", with_query, body, signed_headers(body, "msg_2"))[0] == 200
+
+
+# --- configuration --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("secret", ["", "sk_live_123", "whsec_"])
+def test_bad_secret_is_refused(secret):
+    with pytest.raises(ValueError, match="whsec_"):
+        receiver.load_webhook(secret)
+
+
+def test_main_without_secret_exits_with_a_clear_message(monkeypatch, tmp_path, capsys):
+    monkeypatch.delenv("REPLICATE_WEBHOOK_SECRET", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        receiver.main(["--port", "0", "--db", str(tmp_path / "db.sqlite3")])
+    assert exit_info.value.code == 2
+    assert "REPLICATE_WEBHOOK_SECRET" in capsys.readouterr().err
+    assert not (tmp_path / "db.sqlite3").exists()
+
+
+# --- stems_by_name --------------------------------------------------------------------------------
+
+
+def test_stems_by_name_ignores_order_query_and_fragment():
+    urls = [stem_url(stem) for stem in STEMS]
+    expected = all_stem_urls()
+    for seed in range(5):
+        random.Random(seed).shuffle(urls)
+        assert receiver.stems_by_name(urls) == expected
+    assert list(receiver.stems_by_name(urls)) == sorted(STEMS)
+    assert receiver.stems_by_name(
+        ["http://host/out/guitar.flac#t=1", "https://h/a%20b/piano.mp3?x=/y.wav"]
+    ) == {
+        "guitar": "http://host/out/guitar.flac#t=1",
+        "piano": "https://h/a%20b/piano.mp3?x=/y.wav",
+    }
+    assert receiver.stems_by_name([]) == {}
+
+
+def test_stems_by_name_decodes_percent_escapes():
+    assert list(receiver.stems_by_name(["https://h/x/lead%20guitar.wav"])) == ["lead guitar"]
+
+
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        ([stem_url("vocals"), "https://other.host/vocals.mp3"], "two files for stem 'vocals'"),
+        (["data:audio/x-wav;base64,UklGRg=="], "http(s) file URL"),
+        (["https://replicate.delivery/"], "no file name"),
+        ([42], "file URL string"),
+        ("https://h/vocals.wav", "list of file URLs"),
+        (None, "list of file URLs"),
+    ],
+    ids=["duplicate", "data-url", "no-name", "not-string", "bare-string", "none"],
+)
+def test_stems_by_name_rejects_bad_output(output, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        receiver.stems_by_name(output)
