@@ -1,0 +1,89 @@
+"""Command line: separate local files with the same pipeline and file names as the Cog model.
+
+    python -m separation song.mp3 [more.flac ...] [--stems all_4] [--format flac] [--out DIR]
+                         [--device cpu|cuda] [--weights DIR]
+
+Each input gets a folder `<out>/<input name>/` holding `<stem>.<ext>`. The models load once for
+all inputs. Errors print one line and the exit code is 1 (2 for bad arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .audio import MP3_BITRATES, OUTPUT_FORMATS, OUTPUT_SAMPLE_RATES, WAV_BIT_DEPTHS, OutputSettings
+from .errors import SeparationError
+from .pipeline import SeparationSettings, Separator, StemPlan
+from .progress import TqdmReporter
+from .weights import default_weights_dir
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m separation", description="Separate songs into stems (BS-RoFormer + Demucs v4)."
+    )
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="audio or video files")
+    parser.add_argument("--stems", default="vocals_instrumental", help="vocals_instrumental, all_4 or all_6")
+    parser.add_argument("--format", default="wav", choices=OUTPUT_FORMATS)
+    parser.add_argument(
+        "--out", type=Path, default=Path("separated"), help="output folder (default: separated)"
+    )
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        help="weights folder (default: $SEPARATION_WEIGHTS_DIR or ./weights)",
+    )
+    parser.add_argument("--chunk-size", type=float, default=8.0, help="seconds per BS-RoFormer chunk")
+    parser.add_argument("--overlap", type=float, default=4.0, help="seconds of overlap between chunks")
+    parser.add_argument("--batch-size", type=int, default=4, help="chunks per forward pass")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    parser.add_argument("--sample-rate", type=int, default=44100, choices=OUTPUT_SAMPLE_RATES)
+    parser.add_argument("--wav-bit-depth", default="24", choices=WAV_BIT_DEPTHS)
+    parser.add_argument("--mp3-bitrate", type=int, default=320, choices=MP3_BITRATES)
+    parser.add_argument("--max-minutes", type=float, default=30.0, help="reject longer inputs")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    weights_dir = args.weights or default_weights_dir()
+    try:
+        StemPlan.for_weights(weights_dir).stems_of(args.stems)  # a bad mode fails before models load
+        settings = SeparationSettings(
+            stems=args.stems,
+            chunk_seconds=args.chunk_size,
+            overlap_seconds=args.overlap,
+            batch_size=args.batch_size,
+            precision=args.precision,
+            max_duration_seconds=args.max_minutes * 60,
+            output=OutputSettings(
+                format=args.format,
+                sample_rate=args.sample_rate,
+                wav_bit_depth=args.wav_bit_depth,
+                mp3_bitrate=args.mp3_bitrate,
+            ),
+        )
+        separator = Separator(weights_dir, args.device)
+    except SeparationError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+    failures = 0
+    for path in args.inputs:
+        out_dir = args.out / path.stem
+        try:
+            files = separator.separate_file(path, out_dir, settings, TqdmReporter())
+        except SeparationError as error:
+            print(f"error: {path}: {error}", file=sys.stderr)
+            failures += 1
+            continue
+        print(f"{path} -> " + ", ".join(str(f) for f in files))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

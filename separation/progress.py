@@ -1,0 +1,83 @@
+"""Reporters: how a separation run tells a person what it is doing.
+
+`LogReporter` writes plain lines (the Cog runtime captures them as prediction logs) and
+records stage times as metrics; `TqdmReporter` draws progress bars for the command line.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+
+from tqdm import tqdm
+
+from .pipeline import Reporter
+
+MetricRecorder = Callable[..., None]  # (key, value, mode=...), as Cog's record_metric
+
+
+class LogReporter(Reporter):
+    """One line per stage start and end, and percent done with ETA at most every `interval_seconds`."""
+
+    def __init__(
+        self,
+        record_metric: MetricRecorder | None = None,
+        log: Callable[[str], None] = print,
+        interval_seconds: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.record_metric = record_metric
+        self.log = log
+        self.interval_seconds = interval_seconds
+        self.clock = clock
+        self._stage_start = self._last_line = 0.0
+
+    def stage_started(self, stage: str) -> None:
+        self._stage_start = self._last_line = self.clock()
+        self.log(f"[{stage}] started")
+
+    def decoded(self, audio_seconds: float) -> None:
+        self.log(f"audio: {audio_seconds:.1f} s")
+        if self.record_metric is not None:
+            self.record_metric("audio_seconds", round(audio_seconds, 3))
+
+    def progress(self, stage: str, done: int, total: int) -> None:
+        now = self.clock()
+        if done < total and now - self._last_line < self.interval_seconds:
+            return
+        self._last_line = now
+        elapsed = now - self._stage_start
+        eta = elapsed / done * (total - done) if done else float("nan")
+        self.log(f"[{stage}] {100 * done / total:.0f}% ({done}/{total}), ETA {eta:.0f} s")
+
+    def stage_finished(self, stage: str, seconds: float) -> None:
+        self.log(f"[{stage}] done in {seconds:.2f} s")
+        if self.record_metric is not None:
+            self.record_metric(f"stage_seconds.{stage}", round(seconds, 3), mode="incr")
+
+
+class TqdmReporter(Reporter):
+    """A progress bar per model stage, on stderr."""
+
+    def __init__(self, file=sys.stderr):
+        self.file = file
+        self._bar: tqdm | None = None
+
+    def stage_started(self, stage: str) -> None:
+        self._close()
+
+    def progress(self, stage: str, done: int, total: int) -> None:
+        if self._bar is None:
+            self._bar = tqdm(total=total, desc=stage, unit="step", file=self.file, leave=False)
+        self._bar.total = total
+        self._bar.update(done - self._bar.n)
+
+    def stage_finished(self, stage: str, seconds: float) -> None:
+        self._close()
+        print(f"{stage}: {seconds:.1f} s", file=self.file)
+
+    def _close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

@@ -1,0 +1,60 @@
+"""The Cog-facing service: one Separator per server, one output folder per prediction."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from .audio import OutputSettings
+from .pipeline import SeparationSettings, Separator
+from .progress import LogReporter, MetricRecorder
+
+
+class SeparationService:
+    """Loads the models at server start and answers predictions.
+
+    Each prediction writes into a fresh temporary folder; the previous prediction's folder is
+    removed when the next one starts (the runtime has uploaded its files by then), so the disk
+    holds at most one prediction's stems.
+    """
+
+    def __init__(self, weights_dir: Path | None = None, device: str | None = None):
+        self.separator = Separator(weights_dir, device)
+        self._last_out_dir: Path | None = None
+        print(f"models ready on {self.separator.device}")
+
+    def predict(
+        self,
+        audio: Path,
+        *,
+        stems: str,
+        output_format: str,
+        chunk_size: float,
+        overlap: float,
+        sample_rate: int,
+        wav_bit_depth: str,
+        mp3_bitrate: int,
+        record_metric: MetricRecorder | None = None,
+    ) -> list[Path]:
+        """Separate one upload; return the stem files in output order, named `<stem>.<ext>`."""
+        settings = SeparationSettings(
+            stems=stems,
+            chunk_seconds=chunk_size,
+            overlap_seconds=overlap,
+            output=OutputSettings(
+                format=output_format,
+                sample_rate=sample_rate,
+                wav_bit_depth=wav_bit_depth,
+                mp3_bitrate=mp3_bitrate,
+            ),
+        )
+        self._remove_last_outputs()
+        self._last_out_dir = Path(tempfile.mkdtemp(prefix="stems-"))
+        reporter = LogReporter(record_metric)
+        return self.separator.separate_file(Path(audio), self._last_out_dir, settings, reporter)
+
+    def _remove_last_outputs(self) -> None:
+        if self._last_out_dir is not None:
+            shutil.rmtree(self._last_out_dir, ignore_errors=True)
+            self._last_out_dir = None

@@ -1,0 +1,192 @@
+"""The pipeline: stem plan, settings, model loading and a whole separation with tiny models."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from separation.audio import OutputSettings
+from separation.errors import SettingsError, WeightsError
+from separation.pipeline import CONFIG_DIR, PLAN_FILE_NAME, Reporter, SeparationSettings, Separator, StemPlan
+from separation.progress import LogReporter
+from separation.serving import SeparationService
+
+REPO = Path(__file__).resolve().parents[1]
+EXPECTED_ORDER = {
+    "vocals_instrumental": ["vocals", "instrumental"],
+    "all_4": ["vocals", "instrumental", "drums", "bass", "other"],
+    "all_6": ["vocals", "instrumental", "drums", "bass", "guitar", "piano", "other"],
+}
+
+
+class RecordingReporter(Reporter):
+    def __init__(self):
+        self.events = []
+
+    def stage_started(self, stage):
+        self.events.append(("start", stage))
+
+    def decoded(self, audio_seconds):
+        self.events.append(("decoded", round(audio_seconds, 3)))
+
+    def progress(self, stage, done, total):
+        self.events.append(("progress", stage, done, total))
+
+    def stage_finished(self, stage, seconds):
+        self.events.append(("finish", stage))
+
+
+@pytest.fixture(scope="module")
+def separator(tiny_weights_dir) -> Separator:
+    return Separator(tiny_weights_dir, "cpu")
+
+
+def test_project_plan_orders_stems_as_documented():
+    plan = StemPlan.load(CONFIG_DIR / PLAN_FILE_NAME)
+    assert {mode: plan.stems_of(mode) for mode in plan.modes} == EXPECTED_ORDER
+    assert plan.models_loaded_at("lazy") == ["htdemucs_6s"]
+    assert all(model in plan.models for models in plan.modes.values() for model in models)
+
+
+def test_unknown_mode_is_a_clear_error():
+    plan = StemPlan.load(CONFIG_DIR / PLAN_FILE_NAME)
+    with pytest.raises(
+        SettingsError, match="unknown stems mode 'karaoke'.*vocals_instrumental, all_4, all_6"
+    ):
+        plan.stems_of("karaoke")
+
+
+@pytest.mark.parametrize(("chunk", "overlap"), [(4.0, 4.0), (4.0, 5.0), (8.0, 8.0)])
+def test_overlap_must_be_below_chunk(chunk, overlap):
+    with pytest.raises(SettingsError, match=r"overlap .* must be below chunk"):
+        SeparationSettings(chunk_seconds=chunk, overlap_seconds=overlap)
+
+
+def test_setup_loads_setup_models_only(separator):
+    assert set(separator._models) == {"bs_roformer_vocals", "htdemucs_ft"}
+
+
+def test_vocals_instrumental_files_and_instrumental_is_mix_minus_vocals(separator, song, tmp_path):
+    reporter = RecordingReporter()
+    settings = SeparationSettings(output=OutputSettings(format="wav", wav_bit_depth="32-float"))
+    files = separator.separate_file(song, tmp_path / "out", settings, reporter)
+    assert [f.name for f in files] == ["vocals.wav", "instrumental.wav"]
+    mix, _ = sf.read(song, dtype="float32")
+    vocals, rate = sf.read(files[0], dtype="float32")
+    instrumental, _ = sf.read(files[1], dtype="float32")
+    assert rate == 44100 and vocals.shape == mix.shape == instrumental.shape
+    assert np.abs(vocals).max() > 1e-4
+    np.testing.assert_allclose(vocals + instrumental, mix, atol=1e-6)
+    stages = [e[1] for e in reporter.events if e[0] == "start"]
+    assert stages == ["decode", "bs_roformer_vocals", "write"]
+    assert ("decoded", 2.0) in reporter.events
+    progress = [e for e in reporter.events if e[0] == "progress"]
+    assert progress and progress[-1][2] == progress[-1][3]
+
+
+@pytest.mark.parametrize("mode", ["all_4", "all_6"])
+def test_multi_stem_modes_write_every_stem_in_order(separator, song, tmp_path, mode):
+    settings = SeparationSettings(stems=mode, output=OutputSettings(format="flac", sample_rate=48000))
+    files = separator.separate_file(song, tmp_path / mode, settings)
+    assert [f.name for f in files] == [f"{stem}.flac" for stem in EXPECTED_ORDER[mode]]
+    for f in files:
+        info = sf.info(f)
+        assert info.samplerate == 48000 and info.channels == 2
+        assert abs(info.frames - 2 * 48000) <= 1
+    if mode == "all_6":
+        assert "htdemucs_6s" in separator._models  # loaded on first use, then kept
+
+
+def test_missing_weights_are_named_before_anything_loads(tiny_weights_dir, tmp_path):
+    empty = tmp_path / "weights"
+    empty.mkdir()
+    with pytest.raises(WeightsError) as error:
+        Separator(empty, "cpu")
+    message = str(error.value)
+    assert "model_bs_roformer_ep_317_sdr_12.9755.ckpt" in message and "demucs" in message
+    assert message.count("python -m separation.weights fetch") == 1 and "\n" not in message
+
+
+def test_log_reporter_prints_eta_and_records_metrics():
+    lines, metrics, now = [], [], [0.0]
+    reporter = LogReporter(
+        record_metric=lambda key, value, mode="replace": metrics.append((key, value, mode)),
+        log=lines.append,
+        interval_seconds=2.0,
+        clock=lambda: now[0],
+    )
+    reporter.stage_started("bs_roformer_vocals")
+    for done in range(1, 5):
+        now[0] += 1.5
+        reporter.progress("bs_roformer_vocals", done, 4)
+    reporter.stage_finished("bs_roformer_vocals", 6.0)
+    assert lines == [
+        "[bs_roformer_vocals] started",
+        "[bs_roformer_vocals] 50% (2/4), ETA 3 s",
+        "[bs_roformer_vocals] 100% (4/4), ETA 0 s",
+        "[bs_roformer_vocals] done in 6.00 s",
+    ]
+    assert metrics == [("stage_seconds.bs_roformer_vocals", 6.0, "incr")]
+
+
+def test_service_keeps_only_the_latest_outputs(tiny_weights_dir, song):
+    service = SeparationService(tiny_weights_dir, "cpu")
+    options = dict(
+        stems="vocals_instrumental",
+        output_format="mp3",
+        chunk_size=4.0,
+        overlap=1.0,
+        sample_rate=44100,
+        wav_bit_depth="24",
+        mp3_bitrate=192,
+    )
+    metrics = {}
+    first = service.predict(
+        song, **options, record_metric=lambda k, v, mode="replace": metrics.update({k: v})
+    )
+    assert [f.name for f in first] == ["vocals.mp3", "instrumental.mp3"]
+    assert metrics["audio_seconds"] == 2.0 and "stage_seconds.bs_roformer_vocals" in metrics
+    second = service.predict(song, **options)
+    assert all(f.exists() for f in second) and not first[0].parent.exists()
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    fast = ["--chunk-size", "4", "--overlap", "1"]
+    return subprocess.run(
+        [sys.executable, "-m", "separation", *args, *fast], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_cli_separates_several_inputs_with_the_same_file_names(tiny_weights_dir, song, tmp_path):
+    other = tmp_path / "other song.wav"
+    other.write_bytes(song.read_bytes())
+    out = tmp_path / "separated"
+    result = run_cli(
+        str(song), str(other), "--weights", str(tiny_weights_dir), "--out", str(out), "--format", "flac"
+    )
+    assert result.returncode == 0, result.stderr
+    for name in ("song", "other song"):
+        assert sorted(p.name for p in (out / name).iterdir()) == ["instrumental.flac", "vocals.flac"]
+
+
+def test_cli_reports_a_bad_input_in_one_line_and_goes_on(tiny_weights_dir, song, tmp_path):
+    bogus = tmp_path / "notes.mp3"
+    bogus.write_text("not audio")
+    out = tmp_path / "separated"
+    result = run_cli(str(bogus), str(song), "--weights", str(tiny_weights_dir), "--out", str(out))
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "notes.mp3" in errors[0]
+    assert (out / "song" / "vocals.wav").exists()
+
+
+def test_cli_without_weights_stops_with_one_line(tmp_path, song):
+    result = run_cli(str(song), "--weights", str(tmp_path / "nothing"))
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: missing weight file")
+    assert "Traceback" not in result.stderr
