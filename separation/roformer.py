@@ -50,7 +50,7 @@ class RMSNorm(nn.Module):
         self.gamma = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(x, dim=-1) * self.scale * self.gamma
+        return F.normalize(x, dim=-1) * (self.gamma * self.scale)  # one pass over x, not two
 
 
 class RotaryEmbedding(nn.Module):

@@ -158,7 +158,11 @@ def test_service_keeps_only_the_latest_outputs(tiny_weights_dir, song):
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     fast = ["--chunk-size", "4", "--overlap", "1"]
     return subprocess.run(
-        [sys.executable, "-m", "separation", *args, *fast], cwd=REPO, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "separation", *args, *fast],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 

@@ -1,0 +1,92 @@
+"""Demucs time for the `all_4` request with and without the skipped vocals specialist.
+
+In `all_4` the vocals come from BS-RoFormer, so Demucs is asked for drums, bass and other only, and the
+wrapper leaves out htdemucs_ft's vocals specialist. This script times, on one random full-size htdemucs_ft
+bag and the same random track:
+
+- baseline: all four sources wanted, so all four specialists run (what a full-bag `apply_model` does);
+- skip: drums, bass and other wanted, so three specialists run;
+
+and prints both times (wall clock, and CPU time of this process, which a busy shared machine disturbs less),
+their ratios (expected about 0.75) and the largest difference between the two runs' drums/bass/other
+(expected 0).
+
+The random models have the published htdemucs_ft geometry (see `benchmarks.full_size_weights`).
+
+    python -m benchmarks.demucs_speed [--seconds 30] [--device cpu] [--shifts 1] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.full_size_weights import HTDEMUCS_FT_KWARGS, full_size_htdemucs
+from separation.demucs_wrapper import DemucsSeparator
+from tests.tiny_demucs import FOUR_STEMS, identity_weights, write_bag
+
+SAMPLE_RATE = 44100
+
+
+def write_random_htdemucs_ft(bag_dir: Path, seed: int = 0) -> None:
+    """A full-size htdemucs_ft stand-in: 4 random HTDemucs with identity bag weights."""
+    models = [
+        full_size_htdemucs(FOUR_STEMS, HTDEMUCS_FT_KWARGS, seed + index) for index in range(len(FOUR_STEMS))
+    ]
+    write_bag(bag_dir, "htdemucs_ft", models, identity_weights(len(FOUR_STEMS)), seed)
+
+
+def timed_separation(
+    separator: DemucsSeparator, mix: torch.Tensor, wanted: list[str], device: torch.device
+) -> tuple[float, float, dict[str, torch.Tensor]]:
+    """Wall seconds and process CPU seconds of one `separate` call (device work included), and its output."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    wall_start, cpu_start = time.perf_counter(), time.process_time()
+    out = separator.separate("htdemucs_ft", mix, wanted)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - wall_start, time.process_time() - cpu_start, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=30.0, help="length of the random track (default 30)")
+    parser.add_argument("--device", default="cpu", help="device the models run on (default cpu)")
+    parser.add_argument("--shifts", type=int, default=1, help="Demucs shifts (default 1, as in the CLI)")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    generator = torch.Generator().manual_seed(0)
+    mix = 0.2 * torch.randn(2, int(args.seconds * SAMPLE_RATE), generator=generator)  # [2, samples]
+    with tempfile.TemporaryDirectory() as folder:
+        bag_dir = Path(folder)
+        write_random_htdemucs_ft(bag_dir)
+        separator = DemucsSeparator(bag_dir, device, shifts=args.shifts)
+        separator.preload("htdemucs_ft")
+    separator.separate("htdemucs_ft", mix[:, : 2 * SAMPLE_RATE], ["drums"])  # warm-up
+
+    three = ["drums", "bass", "other"]
+    baseline_wall, baseline_cpu, baseline = timed_separation(separator, mix, FOUR_STEMS, device)
+    skip_wall, skip_cpu, skipped = timed_separation(separator, mix, three, device)
+    difference = max((baseline[s] - skipped[s]).abs().max().item() for s in three)
+
+    threads = torch.get_num_threads()
+    print(f"device {device}, torch threads {threads}, {args.seconds:g} s track, shifts {args.shifts}")
+    print("                                           wall s     CPU s")
+    print(f"baseline, 4 specialists (all four stems): {baseline_wall:8.2f}  {baseline_cpu:8.2f}")
+    print(f"skip, 3 specialists (drums bass other):   {skip_wall:8.2f}  {skip_cpu:8.2f}")
+    wall_ratio, cpu_ratio = skip_wall / baseline_wall, skip_cpu / baseline_cpu
+    print(f"ratio skip / baseline:                    {wall_ratio:8.3f}  {cpu_ratio:8.3f}")
+    print(f"max |difference| of drums/bass/other between the runs: {difference:.3g}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,396 @@
+"""Demucs wrapper: offline loading, equality with demucs.api, the skipped specialist, laziness, errors."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.abc
+import itertools
+import random
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from demucs.api import Separator
+from demucs.apply import apply_model
+
+import separation.demucs_wrapper as demucs_wrapper
+from separation.demucs_wrapper import FETCH_COMMAND, DemucsSeparator, check_bag_files, load_bag
+from separation.errors import AudioError, SettingsError, WeightsError
+from tests.tiny_demucs import FOUR_STEMS, SIX_STEMS, TINY_SEGMENT_SECONDS, write_tiny_demucs_weights
+
+SAMPLE_RATE = 44100
+REAL_FT_SIGNATURES = ["f7e0c4bc", "d12395a8", "92cfc3b6", "04573f0d"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models on 2 shared cores run several times faster on one intra-op thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Every way out to the network raises, and the test fails afterwards if any was tried."""
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise OSError("network access attempted during a Demucs test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
+    yield
+    assert attempts == [], f"network access attempted: {attempts}"
+
+
+@pytest.fixture(scope="module")
+def shared_bag_dir(tmp_path_factory) -> Path:
+    """Tiny htdemucs_ft and htdemucs_6s, written once for the tests that only read them."""
+    bag_dir = tmp_path_factory.mktemp("weights") / "demucs"
+    write_tiny_demucs_weights(bag_dir)
+    return bag_dir
+
+
+@pytest.fixture
+def bag_dir(shared_bag_dir, tmp_path) -> Path:
+    """A private copy, for tests that damage files."""
+    return Path(shutil.copytree(shared_bag_dir, tmp_path / "demucs"))
+
+
+@pytest.fixture(scope="module")
+def mix() -> torch.Tensor:
+    """1.5 s of stereo noise with DC offsets and a gain far from 1, so normalisation matters. [2, samples]"""
+    generator = torch.Generator().manual_seed(1)
+    noise = torch.randn(2, int(1.5 * SAMPLE_RATE), generator=generator)
+    return 0.3 * noise + torch.tensor([[0.05], [-0.02]])
+
+
+def normalised(mix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """demucs.api's normalisation, written out: (mix [1, 2, samples], mean, scale)."""
+    reference = mix.mean(0)
+    mean, scale = reference.mean(), reference.std() + 1e-8
+    return ((mix - mean) / scale)[None], mean, scale
+
+
+@pytest.fixture
+def hooked_ft(shared_bag_dir, monkeypatch):
+    """A loaded htdemucs_ft whose sub-models count their forward passes; separators get this bag.
+
+    Returns (bag, forwards) with forwards[i] the number of forward passes of sub-model i so far.
+    """
+    bag = load_bag("htdemucs_ft", shared_bag_dir, "cpu")
+    forwards = [0] * len(bag.models)
+    for index, model in enumerate(bag.models):
+        model.register_forward_pre_hook(
+            lambda module, args, i=index: forwards.__setitem__(i, forwards[i] + 1)
+        )
+    monkeypatch.setattr(demucs_wrapper, "load_bag", lambda name, bag_dir, device: bag)
+    return bag, forwards
+
+
+def max_abs_difference(ours: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> float:
+    return max((ours[source] - reference[source]).abs().max().item() for source in ours)
+
+
+# --- the tiny fixture itself -------------------------------------------------------------------------------
+
+
+def test_tiny_bags_are_saved_in_demucs_format(shared_bag_dir):
+    ft = yaml.safe_load((shared_bag_dir / "htdemucs_ft.yaml").read_text())
+    assert ft["weights"] == [[float(row == col) for col in range(4)] for row in range(4)]
+    six = yaml.safe_load((shared_bag_dir / "htdemucs_6s.yaml").read_text())
+    assert len(ft["models"]) == 4 and len(six["models"]) == 1 and "weights" not in six
+    for sig in ft["models"] + six["models"]:
+        (path,) = shared_bag_dir.glob(f"{sig}-*.th")
+        assert len(sig) == 8 and set(sig) <= set("0123456789abcdef")
+        assert path.stem.split("-")[1] == hashlib.sha256(path.read_bytes()).hexdigest()[:8]
+        package = torch.load(path, "cpu", weights_only=False)
+        assert set(package) == {"klass", "args", "kwargs", "state", "training_args"}
+        assert package["klass"].__name__ == "HTDemucs"
+        assert package["kwargs"]["segment"] == TINY_SEGMENT_SECONDS
+        assert {tensor.dtype for tensor in package["state"].values()} == {torch.float16}
+
+
+# --- loading -----------------------------------------------------------------------------------------------
+
+
+def test_sources_in_demucs_order(shared_bag_dir):
+    separator = DemucsSeparator(shared_bag_dir, "cpu")
+    assert separator.sources("htdemucs_ft") == FOUR_STEMS
+    assert separator.sources("htdemucs_6s") == SIX_STEMS
+
+
+def test_load_bag_gives_eval_models_on_the_device(shared_bag_dir):
+    bag = load_bag("htdemucs_ft", shared_bag_dir, torch.device("cpu"))
+    assert len(bag.models) == 4 and bag.weights[3] == [0.0, 0.0, 0.0, 1.0]
+    assert not any(module.training for module in bag.modules())
+    assert {(p.device.type, p.dtype) for p in bag.parameters()} == {("cpu", torch.float32)}
+
+
+def test_loading_never_imports_huggingface_hub(shared_bag_dir, monkeypatch):
+    requested = []
+
+    class RecordHub(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] == "huggingface_hub":
+                requested.append(name)
+                raise ImportError("huggingface_hub must not be imported")
+            return None
+
+    for name in [m for m in sys.modules if m.split(".")[0] == "huggingface_hub"]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(sys, "meta_path", [RecordHub(), *sys.meta_path])
+    DemucsSeparator(shared_bag_dir, "cpu").preload("htdemucs_ft")
+    load_bag("htdemucs_6s", shared_bag_dir, "cpu")
+    assert requested == [] and "huggingface_hub" not in sys.modules
+
+
+def test_6s_is_loaded_lazily_and_once(shared_bag_dir, mix, monkeypatch):
+    loads = []
+
+    def counting_load_bag(name, bag_dir, device):
+        loads.append(name)
+        return load_bag(name, bag_dir, device)
+
+    monkeypatch.setattr(demucs_wrapper, "load_bag", counting_load_bag)
+    separator = DemucsSeparator(shared_bag_dir, "cpu", shifts=0)
+    separator.preload("htdemucs_ft")
+    separator.preload("htdemucs_ft")
+    separator.separate("htdemucs_ft", mix, ["drums"])
+    assert loads == ["htdemucs_ft"]
+    first = separator.separate("htdemucs_6s", mix, ["guitar", "piano"])
+    separator.sources("htdemucs_6s")
+    second = separator.separate("htdemucs_6s", mix, ["piano"])
+    assert loads == ["htdemucs_ft", "htdemucs_6s"]
+    assert torch.equal(first["piano"], second["piano"])
+
+
+def test_missing_model_file_is_named_with_the_fetch_command(bag_dir):
+    sig = yaml.safe_load((bag_dir / "htdemucs_ft.yaml").read_text())["models"][2]
+    next(bag_dir.glob(f"{sig}-*.th")).unlink()
+    (bag_dir / "htdemucs_6s.yaml").unlink()
+    with pytest.raises(WeightsError, match=rf"missing {sig}-\*\.th") as error:
+        check_bag_files("htdemucs_ft", bag_dir)
+    assert FETCH_COMMAND in str(error.value)
+    with pytest.raises(WeightsError, match="missing htdemucs_6s.yaml"):
+        check_bag_files("htdemucs_6s", bag_dir)
+    with pytest.raises(WeightsError, match=sig):
+        DemucsSeparator(bag_dir, "cpu").preload("htdemucs_ft")
+
+
+def test_missing_bag_yaml_lists_the_real_signatures(tmp_path):
+    with pytest.raises(WeightsError) as error:
+        check_bag_files("htdemucs_ft", tmp_path)
+    message = str(error.value)
+    assert "missing htdemucs_ft.yaml" in message and FETCH_COMMAND in message
+    assert all(f"missing {sig}-*.th" in message for sig in REAL_FT_SIGNATURES)
+    with pytest.raises(WeightsError, match="does not exist"):
+        check_bag_files("htdemucs_ft", tmp_path / "absent")
+
+
+def test_two_files_for_one_signature_are_reported(bag_dir):
+    sig = yaml.safe_load((bag_dir / "htdemucs_6s.yaml").read_text())["models"][0]
+    shutil.copy(next(bag_dir.glob(f"{sig}-*.th")), bag_dir / f"{sig}.th")
+    with pytest.raises(WeightsError, match=f"several files for signature {sig}"):
+        load_bag("htdemucs_6s", bag_dir, "cpu")
+
+
+def test_tampered_file_is_rejected_by_name(bag_dir):
+    sig = yaml.safe_load((bag_dir / "htdemucs_ft.yaml").read_text())["models"][1]
+    path = next(bag_dir.glob(f"{sig}-*.th"))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(WeightsError) as error:
+        load_bag("htdemucs_ft", bag_dir, "cpu")
+    assert path.name in str(error.value) and FETCH_COMMAND in str(error.value)
+
+
+def test_unreadable_file_without_checksum_is_rejected_by_name(bag_dir):
+    sig = yaml.safe_load((bag_dir / "htdemucs_6s.yaml").read_text())["models"][0]
+    next(bag_dir.glob(f"{sig}-*.th")).unlink()
+    (bag_dir / f"{sig}.th").write_bytes(b"not a torch file")
+    with pytest.raises(WeightsError) as error:
+        DemucsSeparator(bag_dir, "cpu").sources("htdemucs_6s")
+    assert f"{sig}.th" in str(error.value) and FETCH_COMMAND in str(error.value)
+
+
+# --- separation --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "shifts", "overlap", "split", "seconds"),
+    [
+        ("htdemucs_ft", 0, 0.25, True, 1.5),
+        ("htdemucs_ft", 1, 0.25, True, 1.5),
+        ("htdemucs_6s", 2, 0.5, True, 1.5),
+        ("htdemucs_6s", 1, 0.25, False, 0.6),
+    ],
+)
+def test_matches_demucs_api_separator(shared_bag_dir, mix, name, shifts, overlap, split, seconds):
+    track = mix[:, : int(seconds * SAMPLE_RATE)]
+    separator = DemucsSeparator(shared_bag_dir, "cpu", shifts=shifts, overlap=overlap, split=split, seed=7)
+    sources = separator.sources(name)
+    ours = separator.separate(name, track, sources)
+    api = Separator(
+        model=name, repo=shared_bag_dir, device="cpu", shifts=shifts, overlap=overlap, split=split
+    )
+    random.seed(7)
+    _, reference = api.separate_tensor(track)
+    assert list(ours) == sources
+    assert max_abs_difference(ours, reference) <= 1e-5
+
+
+def test_output_is_the_wanted_sources_only(shared_bag_dir, mix):
+    separator = DemucsSeparator(shared_bag_dir, "cpu", shifts=0)
+    out = separator.separate("htdemucs_6s", mix, ["piano", "drums", "piano"])
+    assert list(out) == ["piano", "drums"]
+    for stem in out.values():
+        assert stem.shape == mix.shape and stem.dtype == torch.float32 and stem.device.type == "cpu"
+        assert torch.isfinite(stem).all() and stem.abs().max() > 0
+
+
+def test_normalisation_happens_around_apply_model(shared_bag_dir, mix):
+    separator = DemucsSeparator(shared_bag_dir, "cpu", shifts=0)
+    ours = separator.separate("htdemucs_6s", mix, SIX_STEMS)
+    bag = load_bag("htdemucs_6s", shared_bag_dir, "cpu")
+    unnormalised = apply_model(bag, mix[None], shifts=0)[0]
+    assert max(((ours[s] - unnormalised[k]).abs().max().item() for k, s in enumerate(SIX_STEMS))) > 1e-3
+
+
+@pytest.mark.parametrize("shifts", [0, 1])
+def test_skipping_the_vocals_specialist_equals_the_full_bag(shared_bag_dir, hooked_ft, mix, shifts):
+    bag, forwards = hooked_ft
+    separator = DemucsSeparator(shared_bag_dir, "cpu", shifts=shifts, seed=3)
+    ours = separator.separate("htdemucs_ft", mix, ["drums", "bass", "other"])
+    assert forwards[3] == 0 and min(forwards[:3]) > 0
+
+    track, mean, scale = normalised(mix)
+    random.seed(3)
+    full = apply_model(bag, track, shifts=shifts)[0] * scale + mean  # [4, 2, samples]
+    assert list(ours) == ["drums", "bass", "other"]
+    assert max_abs_difference(ours, dict(zip(FOUR_STEMS, full, strict=True))) <= 1e-6
+
+
+def test_skipping_leading_specialists_without_shifts_equals_the_full_bag(shared_bag_dir, hooked_ft, mix):
+    bag, forwards = hooked_ft
+    separator = DemucsSeparator(shared_bag_dir, "cpu", shifts=0)
+    ours = separator.separate("htdemucs_ft", mix, ["other"])
+    assert forwards[0] == forwards[1] == forwards[3] == 0 and forwards[2] > 0
+    track, mean, scale = normalised(mix)
+    full = apply_model(bag, track, shifts=0)[0] * scale + mean
+    assert (ours["other"] - full[2]).abs().max() <= 1e-6
+
+
+@pytest.mark.parametrize("shifts", [0, 2])
+def test_progress_counts_segments_of_the_models_that_run(shared_bag_dir, hooked_ft, mix, shifts):
+    _, forwards = hooked_ft
+    separator = DemucsSeparator(shared_bag_dir, "cpu", shifts=shifts)
+    calls = []
+    separator.separate("htdemucs_ft", mix, ["drums", "bass", "other"], progress=lambda *c: calls.append(c))
+    total = calls[-1][1]
+    assert calls[-1] == (total, total) and {t for _, t in calls} == {total}
+    assert all(later > earlier for (earlier, _), (later, _) in itertools.pairwise(calls))
+    # up front, each shift is counted with the segment its random offset may add
+    assert total - 3 * shifts <= sum(forwards) <= total
+    if shifts == 0:
+        assert [done for done, _ in calls] == list(range(1, sum(forwards) + 1))
+
+
+def test_raising_from_progress_stops_before_the_next_segment(shared_bag_dir, hooked_ft, mix):
+    _, forwards = hooked_ft
+    separator = DemucsSeparator(shared_bag_dir, "cpu", shifts=1)
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel_at_second_segment(done, total):
+        if done == 2:
+            raise Cancelled
+
+    state = random.getstate()
+    with pytest.raises(Cancelled):
+        separator.separate("htdemucs_ft", mix, FOUR_STEMS, progress=cancel_at_second_segment)
+    assert sum(forwards) == 2 and random.getstate() == state
+    assert list(separator.separate("htdemucs_ft", mix, ["bass"])) == ["bass"]  # still usable
+
+
+def test_output_is_deterministic_and_random_state_is_restored(shared_bag_dir, mix):
+    separator = DemucsSeparator(shared_bag_dir, "cpu", shifts=1, seed=5)
+    random.seed(1234)
+    state = random.getstate()
+    first = separator.separate("htdemucs_ft", mix, ["drums", "other"])
+    assert random.getstate() == state
+    random.random()  # a different global state must not matter
+    second = separator.separate("htdemucs_ft", mix, ["drums", "other"])
+    assert all(torch.equal(first[s], second[s]) for s in first)
+    other_seed = DemucsSeparator(shared_bag_dir, "cpu", shifts=1, seed=6).separate(
+        "htdemucs_ft", mix, ["drums"]
+    )
+    assert not torch.equal(first["drums"], other_seed["drums"])
+
+
+# --- bad input ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("shifts", -1),
+        ("shifts", 1.5),
+        ("shifts", True),
+        ("overlap", -0.1),
+        ("overlap", 1.0),
+        ("overlap", "0.25"),
+        ("split", "yes"),
+        ("seed", None),
+    ],
+)
+def test_bad_settings_are_refused(shared_bag_dir, setting, value):
+    with pytest.raises(SettingsError, match=setting):
+        DemucsSeparator(shared_bag_dir, "cpu", **{setting: value})
+
+
+def test_unknown_device_is_refused(shared_bag_dir):
+    with pytest.raises(SettingsError, match="device"):
+        DemucsSeparator(shared_bag_dir, "warp-drive")
+
+
+def test_unsplit_track_longer_than_a_segment_is_refused(shared_bag_dir, mix):
+    separator = DemucsSeparator(shared_bag_dir, "cpu", split=False, shifts=1)
+    with pytest.raises(SettingsError, match="split=True"):
+        separator.separate("htdemucs_6s", mix, ["drums"])
+
+
+@pytest.mark.parametrize(
+    ("wanted", "message"), [(["drums", "vocal"], "no source 'vocal'"), ([], "non-empty"), ("drums", "list")]
+)
+def test_bad_source_requests_are_refused(shared_bag_dir, mix, wanted, message):
+    with pytest.raises(SettingsError, match=message):
+        DemucsSeparator(shared_bag_dir, "cpu").separate("htdemucs_ft", mix, wanted)
+
+
+@pytest.mark.parametrize(
+    ("audio", "message"),
+    [
+        (torch.zeros(1, 1000), r"\[2, samples\]"),
+        (torch.zeros(2000), r"\[2, samples\]"),
+        (torch.zeros(2, 1000, dtype=torch.float64), "float32"),
+        (torch.zeros(2, 1), "at least 2"),
+        (torch.full((2, 1000), float("nan")), "NaN"),
+        (torch.zeros(2, 1000).numpy(), "ndarray"),
+    ],
+)
+def test_bad_audio_is_refused(shared_bag_dir, audio, message):
+    with pytest.raises(AudioError, match=message):
+        DemucsSeparator(shared_bag_dir, "cpu").separate("htdemucs_6s", audio, ["drums"])
