@@ -129,18 +129,9 @@ def separate_chunked(
     return output[..., real] / weight[real]
 
 
-def separate_vocals(
-    model: torch.nn.Module,
-    waveform: torch.Tensor,
-    device: str | torch.device,
-    chunk_samples: int,
-    overlap_samples: int,
-    batch_size: int = 4,
-    precision: str = "auto",
-    progress: ProgressCallback | None = None,
-) -> torch.Tensor:
-    """Vocals of a track from a single-stem vocals model: [2, samples] -> [2, samples] (CPU)."""
-    stems = separate_chunked(
-        model, waveform, device, chunk_samples, overlap_samples, batch_size, precision, progress
-    )
-    return stems[0]
+def separate_vocals(model, waveform, device, chunk_samples, overlap_samples, **options) -> torch.Tensor:
+    """Vocals of a track from a single-stem vocals model: [2, samples] -> [2, samples] (CPU).
+
+    `options` are those of `separate_chunked` (batch_size, precision, progress).
+    """
+    return separate_chunked(model, waveform, device, chunk_samples, overlap_samples, **options)[0]
