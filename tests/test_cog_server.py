@@ -1,0 +1,316 @@
+"""The Replicate contract, end to end: the real Cog server (coglet) serving predict.py on tiny weights.
+
+Each server configuration starts once per module: the main server, one with `--upload-url`
+pointing at the local receiver, and one whose weights folder lacks its checkpoint. Predictions
+use a 2.5 s stereo test song; the chunk settings are the smallest allowed, to keep the run short.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from separation.audio import SAMPLE_RATE, decode_audio, resample
+from separation.errors import AudioError
+from separation.pipeline import CONFIG_DIR, PLAN_FILE_NAME, StemPlan
+from tests.cog_harness import CogServer, Receiver, data_url, decode_data_url, read_audio
+from tests.conftest import write_song
+
+SETUP_TIMEOUT_SECONDS = 240
+SONG_SECONDS = 2.5
+FAST = {"chunk_size": 4, "overlap": 1}  # BS-RoFormer chunking: the least work the schema allows
+DOCUMENTED_ORDER = {
+    "vocals_instrumental": ["vocals", "instrumental"],
+    "all_4": ["vocals", "instrumental", "drums", "bass", "other"],
+    "all_6": ["vocals", "instrumental", "drums", "bass", "guitar", "piano", "other"],
+}
+MIME_TYPES = {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg"}
+MP3_FRAME_SAMPLES = 1152
+SYNC_CASES = [  # every stems mode once, every format once, 48 kHz once
+    ("vocals_instrumental", "mp3", 44100),
+    ("all_4", "flac", 48000),
+    ("all_6", "wav", 44100),
+]
+TERMINAL_STATUSES = ("succeeded", "failed", "canceled")
+
+
+@pytest.fixture(scope="module")
+def receiver():
+    receiver = Receiver()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture(scope="module")
+def launched(tiny_weights_dir, tmp_path_factory, receiver) -> dict[str, CogServer]:
+    """Every server configuration, started together so that their setups overlap; killed at the end.
+
+    main: the tiny weights; upload: the same with `--upload-url` at the receiver; no_checkpoint: a
+    copy of the tiny weights without its BS-RoFormer checkpoint.
+    """
+    folder = tmp_path_factory.mktemp("cog-servers")
+    broken_weights = shutil.copytree(tiny_weights_dir, folder / "weights-no-checkpoint")
+    for checkpoint in broken_weights.glob("*.ckpt"):
+        checkpoint.unlink()
+    configurations = {
+        "main": (tiny_weights_dir, None),
+        "upload": (tiny_weights_dir, receiver.url("/upload/")),
+        "no_checkpoint": (broken_weights, None),
+    }
+    servers: dict[str, CogServer] = {}
+    try:
+        for name, (weights, upload_url) in configurations.items():
+            servers[name] = CogServer(weights, folder / f"{name}.log", upload_url)
+        yield servers
+    finally:
+        for running in servers.values():
+            running.process.terminate()  # all shut down at once; stop() then waits for each
+        for running in servers.values():
+            running.stop()
+
+
+def ready(server: CogServer) -> CogServer:
+    health = server.wait_until_settled(SETUP_TIMEOUT_SECONDS)
+    assert health["status"] == "READY", server.explain(health)
+    return server
+
+
+@pytest.fixture(scope="module")
+def server(launched) -> CogServer:
+    return ready(launched["main"])
+
+
+@pytest.fixture(scope="module")
+def upload_server(launched) -> CogServer:
+    return ready(launched["upload"])
+
+
+@pytest.fixture(scope="module")
+def song_file(tmp_path_factory) -> Path:
+    return write_song(tmp_path_factory.mktemp("songs") / "song.wav", seconds=SONG_SECONDS)
+
+
+@pytest.fixture(scope="module")
+def song_url(song_file) -> str:
+    """The test song as a data URL (the way a small upload reaches Cog)."""
+    return data_url(song_file.read_bytes(), "audio/wav")
+
+
+@pytest.fixture(scope="module")
+def mix(song_file) -> np.ndarray:
+    """The test song: [frames, 2] at 44.1 kHz."""
+    return read_audio(song_file.read_bytes())[0]
+
+
+class SyncRuns:
+    """Sync predictions of the test song on the main server, each made once and shared by the tests."""
+
+    def __init__(self, server: CogServer, song_url: str):
+        self.server, self.song_url = server, song_url
+        self._responses: dict[tuple, dict] = {}
+
+    def get(self, stems: str, output_format: str, sample_rate: int) -> dict:
+        key = (stems, output_format, sample_rate)
+        if key not in self._responses:
+            response = self.server.predict(case_input(self.song_url, *key))
+            assert response["status"] == "succeeded", self.server.explain(response)
+            self._responses[key] = response
+        return self._responses[key]
+
+
+@pytest.fixture(scope="module")
+def sync_runs(server, song_url) -> SyncRuns:
+    return SyncRuns(server, song_url)
+
+
+def case_input(audio: str, stems: str, output_format: str, sample_rate: int) -> dict:
+    """The inputs of one sync case, with the fast chunk settings."""
+    return {
+        "audio": audio,
+        "stems": stems,
+        "output_format": output_format,
+        "sample_rate": sample_rate,
+        **FAST,
+    }
+
+
+def decoded_output(response: dict) -> list[np.ndarray]:
+    """The output data URLs decoded: one [frames, channels] array per file."""
+    return [read_audio(decode_data_url(url)[1])[0] for url in response["output"]]
+
+
+def assert_same_stems(actual: list[np.ndarray], expected: list[np.ndarray]) -> None:
+    assert len(actual) == len(expected)
+    for got, want in zip(actual, expected, strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-3)
+
+
+def async_request(
+    server: CogServer, prediction_id: str, inputs: dict, webhook: str, events: list[str]
+) -> dict:
+    """Start an async prediction that reports `events` to `webhook`; asserts the 202."""
+    body = {"id": prediction_id, "input": inputs, "webhook": webhook, "webhook_events_filter": events}
+    status, answer = server.request("POST", "/predictions", body, headers={"Prefer": "respond-async"})
+    assert status == 202, server.explain((status, answer))
+    return answer
+
+
+def terminal_webhook(receiver: Receiver, prediction_id: str) -> dict | None:
+    return next((h for h in receiver.webhooks_for(prediction_id) if h["status"] in TERMINAL_STATUSES), None)
+
+
+def test_health_is_ready_after_setup(server):
+    health = server.health()
+    assert health["status"] == "READY"
+    assert health["setup"]["status"] == "succeeded"
+    assert "models ready on cpu" in health["setup"]["logs"]
+
+
+@pytest.mark.parametrize(
+    ("inputs", "field"),
+    [
+        pytest.param({"stems": "karaoke"}, "stems", id="unknown-stems-mode"),
+        pytest.param({"chunk_size": 2}, "chunk_size", id="chunk-size-below-range"),
+        pytest.param({"chunk_size": 31}, "chunk_size", id="chunk-size-above-range"),
+        pytest.param({"output_format": "ogg"}, "output_format", id="unknown-format"),
+        pytest.param({"sample_rate": 22050}, "sample_rate", id="unsupported-sample-rate"),
+        pytest.param(None, "audio", id="missing-audio"),
+    ],
+)
+def test_invalid_input_is_rejected_with_422(server, song_url, inputs, field):
+    body = {"input": {"stems": "all_4"} if inputs is None else {"audio": song_url, **inputs}}
+    status, answer = server.request("POST", "/predictions", body)
+    assert status == 422, server.explain(answer)
+    assert [error["loc"] for error in answer["detail"]] == [["body", "input", field]]
+
+
+def test_overlap_not_below_chunk_size_fails_naming_both(server, song_url):
+    response = server.predict({"audio": song_url, "chunk_size": 4, "overlap": 5})
+    assert response["status"] == "failed", server.explain(response)
+    assert "overlap" in response["error"] and "chunk_size" in response["error"]
+
+
+@pytest.mark.parametrize(("stems", "output_format", "sample_rate"), SYNC_CASES)
+def test_sync_prediction_returns_the_documented_files(sync_runs, mix, stems, output_format, sample_rate):
+    response = sync_runs.get(stems, output_format, sample_rate)
+    order = DOCUMENTED_ORDER[stems]
+    assert len(response["output"]) == len(order)
+    assert {decode_data_url(url)[0] for url in response["output"]} == {MIME_TYPES[output_format]}
+
+    expected_frames = round(SONG_SECONDS * sample_rate)
+    tolerance_frames = 2 * MP3_FRAME_SAMPLES if output_format == "mp3" else 0
+    for url in response["output"]:
+        samples, rate, subtype = read_audio(decode_data_url(url)[1])
+        assert rate == sample_rate and samples.shape[1] == 2
+        assert abs(samples.shape[0] - expected_frames) <= tolerance_frames
+        if output_format == "wav":
+            assert subtype == "PCM_24"  # the wav_bit_depth default
+
+    if output_format != "mp3":  # lossless: instrumental is mix - vocals, so the first two add up to the mix
+        vocals, instrumental = decoded_output(response)[:2]
+        expected_mix = resample(mix.T.astype(np.float32), SAMPLE_RATE, sample_rate).T
+        np.testing.assert_allclose(vocals + instrumental, expected_mix, atol=1e-4)
+
+    metrics = response["metrics"]
+    assert metrics["audio_seconds"] == pytest.approx(SONG_SECONDS, abs=1e-3)
+    models = StemPlan.load(CONFIG_DIR / PLAN_FILE_NAME).modes[stems]
+    assert set(metrics["stage_seconds"]) == {"decode", "write", *models}
+    assert metrics["predict_time"] > 0
+
+
+def test_audio_given_as_http_url_is_downloaded(server, receiver, song_file, sync_runs):
+    url = receiver.serve("song.wav", song_file.read_bytes())
+    response = server.predict(case_input(url, "vocals_instrumental", "mp3", 44100))
+    assert response["status"] == "succeeded", server.explain(response)
+    reference = sync_runs.get("vocals_instrumental", "mp3", 44100)
+    assert_same_stems(decoded_output(response), decoded_output(reference))
+
+
+def test_async_prediction_sends_start_and_completed_webhooks(server, receiver, song_url, sync_runs):
+    inputs = case_input(song_url, "vocals_instrumental", "mp3", 44100)
+    async_request(server, "async-webhooks", inputs, receiver.url("/hook"), ["start", "completed"])
+
+    def start_and_end_arrived() -> bool:
+        statuses = {hook["status"] for hook in receiver.webhooks_for("async-webhooks")}
+        return "processing" in statuses and bool(statuses & set(TERMINAL_STATUSES))
+
+    receiver.wait_for(start_and_end_arrived, 300)
+    statuses = [hook["status"] for hook in receiver.webhooks_for("async-webhooks")]
+    assert "processing" in statuses, statuses  # the start webhook (coglet sends "processing", not "starting")
+    completed = terminal_webhook(receiver, "async-webhooks")
+    assert completed and completed["status"] == "succeeded", server.explain(completed)
+    reference = sync_runs.get("vocals_instrumental", "mp3", 44100)
+    assert_same_stems(decoded_output(completed), decoded_output(reference))
+    assert completed["metrics"]["audio_seconds"] == reference["metrics"]["audio_seconds"]
+
+
+def test_upload_url_receives_one_file_per_stem(upload_server, receiver, song_url, sync_runs):
+    response = upload_server.predict(case_input(song_url, "all_6", "wav", 44100))
+    assert response["status"] == "succeeded", upload_server.explain(response)
+    order = DOCUMENTED_ORDER["all_6"]
+    names = [f"{stem}.wav" for stem in order]
+    assert sorted(response["output"]) == sorted(receiver.url(f"/stored/{name}") for name in names)
+
+    uploaded = {}
+    for name in names:
+        content_type, body = receiver.uploads[name]
+        assert content_type.startswith("audio/")
+        samples, rate, _ = read_audio(body)
+        assert rate == 44100 and samples.shape == (round(SONG_SECONDS * 44100), 2)
+        uploaded[name] = samples
+
+    # The data-URL list carries no names: each position must hold the stem uploaded under its name.
+    by_position = decoded_output(sync_runs.get("all_6", "wav", 44100))
+    for stem, samples in zip(order, by_position, strict=True):
+        distance = {name: np.abs(samples - other).max() for name, other in uploaded.items()}
+        assert min(distance, key=distance.get) == f"{stem}.wav" and distance[f"{stem}.wav"] < 1e-3
+
+
+def test_cancel_mid_run_then_next_prediction_succeeds(server, receiver, tmp_path, song_url):
+    long_song = write_song(tmp_path / "long.wav", seconds=60, seed=1)
+    inputs = {"audio": receiver.serve("long.wav", long_song.read_bytes()), **FAST}
+    async_request(server, "cancel-me", inputs, receiver.url("/hook"), ["start", "logs", "completed"])
+
+    progress = re.compile(r"\[bs_roformer_vocals\] \d+% ")
+    shows_progress = receiver.wait_for(
+        lambda: any(progress.search(h.get("logs") or "") for h in receiver.webhooks_for("cancel-me")), 300
+    )
+    assert shows_progress, server.explain(receiver.webhooks_for("cancel-me"))
+    status, _ = server.request("POST", "/predictions/cancel-me/cancel")
+    assert status == 200
+
+    final = receiver.wait_for(lambda: terminal_webhook(receiver, "cancel-me"), 120)
+    assert final and final["status"] == "canceled", server.explain(final)
+    after = server.predict({"audio": song_url, **FAST})
+    assert after["status"] == "succeeded", server.explain(after)
+
+
+def test_corrupt_upload_fails_with_the_audio_error_and_server_recovers(server, receiver, tmp_path, song_url):
+    not_audio = b"This is a text file with an .mp3 name, not audio.\n"
+    response = server.predict({"audio": receiver.serve("not_audio.mp3", not_audio)})
+    assert response["status"] == "failed", server.explain(response)
+
+    local = tmp_path / "not_audio.mp3"
+    local.write_bytes(not_audio)
+    with pytest.raises(AudioError) as expected:
+        decode_audio(local)
+    assert "AudioError" in response["error"]
+    for part in str(expected.value).split(local.name):  # Cog renames the download: compare around the name
+        assert part.strip("'") in response["error"]
+
+    assert server.health()["status"] == "READY"
+    after = server.predict({"audio": song_url, **FAST})
+    assert after["status"] == "succeeded", server.explain(after)
+
+
+def test_missing_weight_file_fails_setup_naming_it_and_the_fetch_command(launched):
+    server = launched["no_checkpoint"]
+    health = server.wait_until_settled(SETUP_TIMEOUT_SECONDS)
+    assert health["status"] == "SETUP_FAILED", server.explain(health)
+    checkpoint = StemPlan.load(CONFIG_DIR / PLAN_FILE_NAME).models["bs_roformer_vocals"]["checkpoint"]
+    logs = health["setup"]["logs"]
+    assert checkpoint in logs and "python -m separation.weights fetch" in logs, server.explain(logs)

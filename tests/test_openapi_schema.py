@@ -1,0 +1,95 @@
+"""`.cog/openapi_schema.json`: current with predict.py, and predict.py's literals agree with the package.
+
+predict.py spells its choices and defaults as literals because `cog build` parses it statically;
+these tests are what keep those literals equal to the stem plan and the `separation` constants.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from separation.audio import MP3_BITRATES, OUTPUT_FORMATS, OUTPUT_SAMPLE_RATES, WAV_BIT_DEPTHS, OutputSettings
+from separation.pipeline import CONFIG_DIR, PLAN_FILE_NAME, SeparationSettings, StemPlan
+
+GENERATOR_PATH = Path(__file__).resolve().parents[1] / "scripts" / "generate_openapi_schema.py"
+
+
+@pytest.fixture(scope="module")
+def generator():
+    spec = importlib.util.spec_from_file_location("generate_openapi_schema", GENERATOR_PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def predictor(generator):
+    return generator.load_predictor()
+
+
+def test_committed_schema_is_current(generator, predictor):
+    fresh = generator.render(generator.openapi_document(predictor))
+    assert generator.SCHEMA_PATH.read_text() == fresh, "stale: run python scripts/generate_openapi_schema.py"
+
+
+def test_check_mode_fails_on_a_stale_file_and_passes_once_written(generator, tmp_path):
+    path = tmp_path / "openapi_schema.json"
+    assert generator.main(["--check", "--output", str(path)]) == 1  # missing
+    path.write_text(generator.SCHEMA_PATH.read_text().replace("vocals_instrumental", "karaoke"))
+    assert generator.main(["--check", "--output", str(path)]) == 1
+    assert generator.main(["--output", str(path)]) == 0
+    assert generator.main(["--check", "--output", str(path)]) == 0
+
+
+def test_input_schema_has_the_cog_shape(generator):
+    schemas = json.loads(generator.SCHEMA_PATH.read_text())["components"]["schemas"]
+    inputs = schemas["Input"]
+    assert inputs["required"] == ["audio"]
+    names = ["audio", "stems", "output_format", "chunk_size", "overlap", "sample_rate", "wav_bit_depth"]
+    names.append("mp3_bitrate")
+    assert list(inputs["properties"]) == names  # run()'s argument order
+    assert [prop["x-order"] for prop in inputs["properties"].values()] == list(range(len(names)))
+    assert inputs["properties"]["audio"]["format"] == "uri"
+    assert inputs["properties"]["chunk_size"]["minimum"] < inputs["properties"]["chunk_size"]["maximum"]
+    assert inputs["properties"]["stems"]["allOf"] == [{"$ref": "#/components/schemas/stems"}]
+    assert schemas["stems"]["type"] == "string" and schemas["sample_rate"]["type"] == "integer"
+    uri_list = {"title": "Output", "type": "array", "items": {"type": "string", "format": "uri"}}
+    assert schemas["Output"] == uri_list
+
+
+def test_stems_choices_are_the_stem_plan_modes(predictor):
+    plan = StemPlan.load(CONFIG_DIR / PLAN_FILE_NAME)
+    assert predictor.inputs["stems"].choices == list(plan.modes)
+
+
+@pytest.mark.parametrize(
+    ("name", "allowed"),
+    [
+        ("output_format", OUTPUT_FORMATS),
+        ("wav_bit_depth", WAV_BIT_DEPTHS),
+        ("mp3_bitrate", MP3_BITRATES),
+        ("sample_rate", OUTPUT_SAMPLE_RATES),
+    ],
+)
+def test_output_choices_are_the_audio_module_constants(predictor, name, allowed):
+    choices = predictor.inputs[name].choices
+    assert len(choices) == len(set(choices))
+    assert sorted(choices) == sorted(allowed)  # same values and the same types (str vs int)
+
+
+def test_defaults_are_the_package_defaults(predictor):
+    settings, output = SeparationSettings(), OutputSettings()
+    expected = {
+        "stems": settings.stems,
+        "chunk_size": settings.chunk_seconds,
+        "overlap": settings.overlap_seconds,
+        "output_format": output.format,
+        "sample_rate": output.sample_rate,
+        "wav_bit_depth": output.wav_bit_depth,
+        "mp3_bitrate": output.mp3_bitrate,
+    }
+    assert {name: predictor.inputs[name].default for name in expected} == expected
