@@ -10,6 +10,7 @@ all inputs. Errors print one line and the exit code is 1 (2 for bad arguments).
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -50,6 +51,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     weights_dir = args.weights or default_weights_dir()
     try:
         StemPlan.for_weights(weights_dir).stems_of(args.stems)  # a bad mode fails before models load

@@ -47,7 +47,7 @@ from separation.errors import AudioError, SeparationError, SettingsError
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 44100  # the models' rate
-OUTPUT_FORMATS = ("wav", "flac", "mp3")
+OUTPUT_FORMATS = ("wav", "mp3", "flac")
 WAV_BIT_DEPTHS = ("16", "24", "32-float")  # strings (they are Cog choices)
 MP3_BITRATES = (128, 192, 256, 320)
 OUTPUT_SAMPLE_RATES = (44100, 48000)

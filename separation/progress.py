@@ -6,6 +6,7 @@ records stage times as metrics; `TqdmReporter` draws progress bars for the comma
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from collections.abc import Callable
@@ -23,7 +24,7 @@ class LogReporter(Reporter):
     def __init__(
         self,
         record_metric: MetricRecorder | None = None,
-        log: Callable[[str], None] = print,
+        log: Callable[[str], None] = functools.partial(print, flush=True),
         interval_seconds: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -20,9 +21,10 @@ class SeparationService:
     """
 
     def __init__(self, weights_dir: Path | None = None, device: str | None = None):
+        logging.basicConfig(level=logging.INFO, format="%(message)s")  # e.g. "vocals scaled by -1.2 dB"
         self.separator = Separator(weights_dir, device)
         self._last_out_dir: Path | None = None
-        print(f"models ready on {self.separator.device}")
+        print(f"models ready on {self.separator.device}", flush=True)
 
     def predict(
         self,

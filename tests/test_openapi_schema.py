@@ -76,9 +76,7 @@ def test_stems_choices_are_the_stem_plan_modes(predictor):
     ],
 )
 def test_output_choices_are_the_audio_module_constants(predictor, name, allowed):
-    choices = predictor.inputs[name].choices
-    assert len(choices) == len(set(choices))
-    assert sorted(choices) == sorted(allowed)  # same values and the same types (str vs int)
+    assert predictor.inputs[name].choices == list(allowed)  # same values, types (str vs int) and order
 
 
 def test_defaults_are_the_package_defaults(predictor):
