@@ -6,7 +6,6 @@ records stage times as metrics; `TqdmReporter` draws progress bars for the comma
 
 from __future__ import annotations
 
-import functools
 import sys
 import time
 from collections.abc import Callable
@@ -14,6 +13,12 @@ from collections.abc import Callable
 from tqdm import tqdm
 
 from .pipeline import Reporter
+
+
+def print_flushed(line: str) -> None:
+    """print, flushed at once: the Cog runtime streams a prediction's logs as they are written."""
+    print(line, flush=True)
+
 
 MetricRecorder = Callable[..., None]  # (key, value, mode=...), as Cog's record_metric
 
@@ -24,7 +29,7 @@ class LogReporter(Reporter):
     def __init__(
         self,
         record_metric: MetricRecorder | None = None,
-        log: Callable[[str], None] = functools.partial(print, flush=True),
+        log: Callable[[str], None] = print_flushed,
         interval_seconds: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ):
