@@ -63,6 +63,7 @@ SOXR_QUALITY = "VHQ"
 DECODE_OVERRUN_SECONDS = 1.0  # the decode runs this far past the length limit to prove it was exceeded
 TRUNCATION_TOLERANCE_SECONDS = 0.5  # decoded audio may fall this much short of the stated length
 RESCALE_PEAK_DBFS = -0.1  # the peak of a stem that "rescale" scales down
+FFMPEG_QUIET = ("ffmpeg", "-nostdin", "-hide_banner", "-v", "error")  # errors only, never reads stdin
 _DECODE_BLOCK_FRAMES = 65536
 _MAX_WAV_CHUNKS = 1000
 
@@ -370,11 +371,7 @@ def _decode_stream(
     """
     decoded_channels = min(stream.channels, 2)  # >2: ffmpeg's standard downmix; mono is widened below
     command = [
-        "ffmpeg",
-        "-nostdin",
-        "-hide_banner",
-        "-v",
-        "error",
+        *FFMPEG_QUIET,
         *_input_args(path),
         "-map",
         f"0:{stream.stream_index}",
@@ -638,11 +635,7 @@ def _write_mp3(audio: np.ndarray, path: Path, settings: OutputSettings) -> None:
     _require_ffmpeg_encoder("libmp3lame")
     interleaved = np.ascontiguousarray(audio.T)  # [samples, 2]
     command = [
-        "ffmpeg",
-        "-nostdin",
-        "-hide_banner",
-        "-v",
-        "error",
+        *FFMPEG_QUIET,
         "-f",
         "f32le",
         "-ar",
