@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 
@@ -25,6 +25,7 @@ from .weights import default_weights_dir
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 PLAN_FILE_NAME = "stems.yaml"
+WRITER_THREADS = 4  # stems encoded at once
 
 
 class Reporter:
@@ -206,31 +207,39 @@ class Separator:
         settings: SeparationSettings,
         reporter: Reporter | None = None,
     ) -> list[Path]:
-        """Decode `audio_path`, separate it, write `<stem>.<ext>` files; return them in output order."""
+        """Decode `audio_path`, separate it, write `<stem>.<ext>` files; return them in output order.
+
+        Each stem is handed to a writer thread as soon as it exists, so encoding (ffmpeg, libsndfile:
+        outside the GIL) overlaps the next model and the other stems' encoding.
+        """
         reporter = reporter or Reporter()
         order = self.plan.stems_of(settings.stems)
         out_dir.mkdir(parents=True, exist_ok=True)
-        written: dict[str, Path] = {}
+        with ThreadPoolExecutor(max_workers=WRITER_THREADS, thread_name_prefix="write") as writer:
+            pending: dict[str, Future[Path]] = {}
 
-        def write(stem: str, audio: torch.Tensor | np.ndarray) -> None:
-            written[stem] = write_stem(np.asarray(audio), stem, out_dir, settings.output)
+            def write(stem: str, audio: torch.Tensor) -> None:
+                pending[stem] = writer.submit(write_stem, audio.numpy(), stem, out_dir, settings.output)
 
-        with timed(reporter, "decode"):
-            mix = torch.from_numpy(
-                decode_audio(audio_path, max_duration_seconds=settings.max_duration_seconds)
-            )
-        reporter.decoded(mix.shape[-1] / SAMPLE_RATE)
-        for model_name, stems in self.plan.modes[settings.stems].items():
-            with timed(reporter, model_name):
-                results = self.model(model_name).separate(
-                    mix, stems, settings, lambda done, total, s=model_name: reporter.progress(s, done, total)
-                )
-            with timed(reporter, "write"):
+            with timed(reporter, "decode"):
+                mix = decode_audio(audio_path, max_duration_seconds=settings.max_duration_seconds)
+                mix = torch.from_numpy(mix)  # [2, samples]
+            reporter.decoded(mix.shape[-1] / SAMPLE_RATE)
+            for model_name, stems in self.plan.modes[settings.stems].items():
+                with timed(reporter, model_name):
+                    results = self.model(model_name).separate(
+                        mix,
+                        stems,
+                        settings,
+                        lambda done, total, s=model_name: reporter.progress(s, done, total),
+                    )
                 for stem, audio in results.items():
                     write(stem, audio)
                 if "vocals" in results:
                     write("instrumental", mix - results["vocals"])
-            del results  # written stems leave memory before the next model runs
+                del results  # a stem's memory goes with its writer task
+            with timed(reporter, "write"):  # what encoding adds after the last model
+                written = {stem: task.result() for stem, task in pending.items()}
         return [written[stem] for stem in order]
 
 
