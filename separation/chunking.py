@@ -126,7 +126,9 @@ def separate_chunked(
                 progress(min(first + batch_size, len(starts)), len(starts))
 
     real = slice(overlap_samples, overlap_samples + num_samples)
-    return output[..., real] / weight[real]
+    output = output[..., real]  # a view: no second track-sized buffer (the padding is a few seconds)
+    output /= weight[real]
+    return output
 
 
 def separate_vocals(model, waveform, device, chunk_samples, overlap_samples, **options) -> torch.Tensor:
