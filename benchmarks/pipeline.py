@@ -1,0 +1,496 @@
+"""End-to-end separation speed and memory, through the code path a prediction takes.
+
+A generated stereo song (default 300 s) is written as a 16-bit WAV and separated by
+`Separator.separate_file` (what `predict.py` -> `SeparationService.predict` calls) with full-size random
+weights (`benchmarks/full_size_weights.py`; weights do not change speed), once per `stems` mode. For each
+mode it prints the wall time of every stage, the real-time factor (wall time / audio time), the host
+memory high-water mark (the kernel's VmHWM, reset per stage, and a sampling thread), and on CUDA the peak
+GPU memory (torch.cuda.max_memory_allocated).
+
+With `--compare-reference` it also runs the BS-RoFormer stage the way the original design did, on the same
+decoded input: bs-roformer 0.4.1 with the same weights, MSST's `demix` (benchmarks/reference_demix.py),
+batch 4, fp16 autocast on CUDA. It prints the throughput ratio ours / reference (target >= 2x), and how far
+each side's fp16 output is from its own fp32 output (SNR in dB; ours must be no further than the
+reference's).
+
+    python -m benchmarks.pipeline [--seconds 300] [--modes vocals_instrumental all_4 all_6]
+        [--device cuda] [--precision auto] [--batch-size 4] [--compare-reference]
+        [--weights DIR] [--decoder auto|ffmpeg|soundfile] [--warmup-seconds S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import resource
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import soundfile as sf
+import torch
+
+import separation.pipeline as pipeline_module
+from benchmarks.full_size_weights import DEFAULT_DIR, write_full_size_weights
+from benchmarks.reference_demix import reference_bs_roformer, reference_demix, use_msst_attention_kernels
+from separation.audio import SAMPLE_RATE, OutputSettings
+from separation.chunking import separate_chunked
+from separation.pipeline import PLAN_FILE_NAME, Reporter, SeparationSettings, Separator
+from separation.roformer import load_config
+
+GIB = 1024**3
+BYTES_PER_SAMPLE = 4  # float32
+WARMUP_SECONDS_REFERENCE = 24  # long enough for the reference's reflect border and several batches
+
+
+# ---------------------------------------------------------------------------------------------------
+# Host memory
+
+
+def resident_bytes() -> int:
+    """This process's resident set size now, in bytes (/proc/self/statm)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_resident_bytes() -> int:
+    """The kernel's RSS high-water mark (VmHWM) since the process started or the last reset, in bytes."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def reset_peak_resident() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0, /proc/self/clear_refs); False where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class MemoryMonitor:
+    """Peak host RSS of a block of code, overall and per labelled stage.
+
+    Two sources: the kernel's high-water mark, reset at every label change (exact, sees short spikes),
+    and a thread sampling the RSS every `interval_seconds` (the fallback where the mark cannot be reset).
+    """
+
+    def __init__(self, interval_seconds: float = 0.02):
+        self.interval_seconds = interval_seconds
+        self.label = "start"
+        self.stage_peaks: dict[str, int] = {}
+        self.idle_bytes = self.peak_bytes = 0
+        self.kernel_mark = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _record(self, label: str, rss: int) -> None:
+        self.stage_peaks[label] = max(self.stage_peaks.get(label, 0), rss)
+        self.peak_bytes = max(self.peak_bytes, rss)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval_seconds):
+            self._record(self.label, resident_bytes())
+
+    def mark(self, label: str) -> None:
+        """Close the current stage (its kernel high-water mark counts for it) and start `label`."""
+        if self.kernel_mark:
+            self._record(self.label, peak_resident_bytes())
+            reset_peak_resident()
+        self.label = label
+
+    def __enter__(self) -> MemoryMonitor:
+        self.idle_bytes = resident_bytes()
+        self.kernel_mark = reset_peak_resident()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.mark("end")
+        self._stop.set()
+        self._thread.join()
+
+
+class StageRecorder(Reporter):
+    """Collects wall time per stage (summed when a stage repeats) and labels the memory monitor."""
+
+    def __init__(self, monitor: MemoryMonitor | None = None):
+        self.monitor = monitor
+        self.stage_seconds: dict[str, float] = {}
+        self.audio_seconds = 0.0
+
+    def stage_started(self, stage: str) -> None:
+        if self.monitor is not None:
+            self.monitor.mark(stage)
+
+    def decoded(self, audio_seconds: float) -> None:
+        self.audio_seconds = audio_seconds
+
+    def stage_finished(self, stage: str, seconds: float) -> None:
+        self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
+        if self.monitor is not None:
+            self.monitor.mark("between stages")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Input
+
+
+def song_block(start_sample: int, num_samples: int, seed: int = 0) -> np.ndarray:
+    """A deterministic stand-in for music: float32 [samples, 2] at 44.1 kHz, peak below 0.9.
+
+    Chords changing every 2 s, a bass line, a vibrato "voice" and decaying noise hits on the beat (every
+    0.5 s), panned differently left and right, so every band of the spectrum carries signal.
+    """
+    t = (start_sample + np.arange(num_samples)) / SAMPLE_RATE  # [samples] seconds, float64
+    chord_roots = np.array([220.0, 174.6, 261.6, 196.0])[(t // 2).astype(int) % 4]
+    chords = sum(0.08 * np.sin(2 * np.pi * chord_roots * ratio * t) for ratio in (1.0, 1.26, 1.5))
+    bass = 0.2 * np.sin(2 * np.pi * chord_roots / 4 * t)
+    voice = 0.15 * np.sin(2 * np.pi * 440.0 * t + 3.0 * np.sin(2 * np.pi * 5.0 * t))
+    rng = np.random.default_rng([seed, start_sample])
+    hits = 0.3 * rng.standard_normal(num_samples) * np.exp(-(t % 0.5) / 0.04)
+    left = chords + bass + 0.7 * voice + 0.5 * hits
+    right = 0.8 * chords + bass + voice + 0.3 * hits
+    return np.stack([left, right], axis=1).astype(np.float32)
+
+
+def write_song(path: Path, seconds: float, seed: int = 0, block_seconds: float = 30.0) -> Path:
+    """Write `seconds` of `song_block` audio to `path` (WAV: 16 bit, FLAC: 16 bit) block by block."""
+    total_samples = round(seconds * SAMPLE_RATE)
+    block_samples = round(block_seconds * SAMPLE_RATE)
+    with sf.SoundFile(path, "w", SAMPLE_RATE, 2, subtype="PCM_16") as f:
+        for start in range(0, total_samples, block_samples):
+            f.write(song_block(start, min(block_samples, total_samples - start), seed))
+    return path
+
+
+def read_with_soundfile(path, *, max_duration_seconds: float = 1800.0, **_) -> np.ndarray:
+    """Stand-in for `decode_audio` where ffmpeg is missing: a 44.1 kHz stereo file -> float32 [2, samples]."""
+    audio, rate = sf.read(path, dtype="float32", always_2d=True)  # [samples, channels]
+    if rate != SAMPLE_RATE or audio.shape[1] != 2 or len(audio) > max_duration_seconds * rate:
+        raise ValueError(f"{path}: the soundfile stand-in reads 44.1 kHz stereo within the length limit only")
+    return np.ascontiguousarray(audio.T)
+
+
+def choose_decoder(name: str) -> Callable:
+    """The decode function separate_file will call: ffmpeg's (the real one) or the soundfile stand-in."""
+    has_ffmpeg = shutil.which("ffmpeg") is not None and shutil.which("ffprobe") is not None
+    if name == "ffmpeg" or (name == "auto" and has_ffmpeg):
+        return pipeline_module.decode_audio
+    if name == "auto":
+        print(
+            "NOTE: ffmpeg/ffprobe are not on PATH: decoding with soundfile instead "
+            "(the decode time is not representative)"
+        )
+    return read_with_soundfile
+
+
+# ---------------------------------------------------------------------------------------------------
+# Measurements
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def gpu_bytes(device: torch.device) -> tuple[int, int]:
+    """(allocated now, peak allocated since the last reset) on a CUDA device; (0, 0) elsewhere."""
+    if device.type != "cuda":
+        return 0, 0
+    return torch.cuda.memory_allocated(device), torch.cuda.max_memory_allocated(device)
+
+
+def reset_gpu_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load averages (the CPU is shared: figures depend on them)."""
+    return "load average " + " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def print_environment(device: torch.device) -> None:
+    print(
+        f"torch {torch.__version__}, python {platform.python_version()}, "
+        f"{torch.get_num_threads()} CPU threads"
+    )
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        print(
+            f"device {props.name}, {props.total_memory / GIB:.1f} GiB, "
+            f"compute capability {props.major}.{props.minor}"
+        )
+    else:
+        print(
+            f"device cpu ({platform.processor() or platform.machine()}), {os.cpu_count()} cores, "
+            f"{load_average()}"
+        )
+
+
+def warm_page_cache(folder: Path) -> int:
+    """Read every file under `folder` once; return the bytes read."""
+    total = 0
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as f:
+                while chunk := f.read(1 << 24):
+                    total += len(chunk)
+    return total
+
+
+def prepare_weights(folder: Path) -> Path:
+    """A folder with its own stems.yaml is used as it is; any other gets the full-size random models."""
+    if (folder / PLAN_FILE_NAME).is_file():
+        print(f"weights: {folder} (its own stem plan)")
+        return folder
+    print(f"weights: full-size random models in {folder}")
+    return write_full_size_weights(folder, log=lambda line: print("  " + line))
+
+
+def run_mode(
+    separator: Separator, song: Path, settings: SeparationSettings, out_dir: Path, decoder: Callable
+) -> dict:
+    """Separate `song` once in `settings.stems` mode; return the figures."""
+    device = separator.device
+    gc.collect()  # the idle figure should not hold the previous run's garbage
+    synchronize(device)
+    reset_gpu_peak(device)
+    gpu_resident, _ = gpu_bytes(device)
+    with MemoryMonitor() as monitor, mock.patch.object(pipeline_module, "decode_audio", decoder):
+        recorder = StageRecorder(monitor)
+        start = time.perf_counter()
+        separator.separate_file(song, out_dir, settings, recorder)
+        synchronize(device)
+        wall = time.perf_counter() - start
+    _, gpu_peak = gpu_bytes(device)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    return {
+        "mode": settings.stems,
+        "wall": wall,
+        "audio": recorder.audio_seconds,
+        "stages": recorder.stage_seconds,
+        "monitor": monitor,
+        "gpu_resident": gpu_resident,
+        "gpu_peak": gpu_peak,
+    }
+
+
+def print_mode(result: dict, input_bytes: int) -> None:
+    monitor: MemoryMonitor = result["monitor"]
+    rtf = result["wall"] / result["audio"]
+    print(
+        f"{result['mode']}: {result['audio']:.1f} s of audio in {result['wall']:.2f} s: "
+        f"real-time factor {rtf:.3f} ({1 / rtf:.3g}x real time)"
+    )
+    print("  stages: " + ", ".join(f"{stage} {seconds:.2f} s" for stage, seconds in result["stages"].items()))
+    growth = monitor.peak_bytes - monitor.idle_bytes
+    print(
+        f"  host RSS: idle {monitor.idle_bytes / GIB:.2f} GiB, peak {monitor.peak_bytes / GIB:.2f} GiB "
+        f"(+{growth / GIB:.2f} GiB = {growth / input_bytes:.1f}x the input's float32 size; "
+        f"{'kernel mark + sampling' if monitor.kernel_mark else 'sampling only'})"
+    )
+    stages = {k: v for k, v in monitor.stage_peaks.items() if k not in ("start", "end", "between stages")}
+    print("  host RSS peak per stage: " + ", ".join(f"{k} {v / GIB:.2f} GiB" for k, v in stages.items()))
+    if result["gpu_peak"]:
+        working = result["gpu_peak"] - result["gpu_resident"]
+        print(
+            f"  GPU memory: models {result['gpu_resident'] / GIB:.2f} GiB, peak allocated "
+            f"{result['gpu_peak'] / GIB:.2f} GiB (+{working / GIB:.2f} GiB working memory)"
+        )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reference comparison
+
+
+def snr_db(reference: torch.Tensor, estimate: torch.Tensor) -> float:
+    """10 log10(|reference|^2 / |estimate - reference|^2), in float64; inf when they are equal."""
+    reference, estimate = reference.double(), estimate.double()
+    noise = (estimate - reference).pow(2).sum().item()
+    return float("inf") if noise == 0 else 10 * np.log10(reference.pow(2).sum().item() / noise)
+
+
+def timed(device: torch.device, run: Callable[[], torch.Tensor]) -> tuple[float, torch.Tensor, int]:
+    """(wall seconds, output, peak GPU bytes) of one run, device work included."""
+    synchronize(device)
+    reset_gpu_peak(device)
+    start = time.perf_counter()
+    output = run()
+    synchronize(device)
+    return time.perf_counter() - start, output, gpu_bytes(device)[1]
+
+
+def resolved_precision(precision: str, device: torch.device) -> str:
+    """`auto` as separate_chunked resolves it: fp16 on CUDA, fp32 elsewhere."""
+    if precision != "auto":
+        return precision
+    return "fp16" if device.type == "cuda" else "fp32"
+
+
+def compare_reference(
+    separator: Separator, mix: torch.Tensor, settings: SeparationSettings, extra_batch_sizes: list[int]
+) -> None:
+    """Time our BS-RoFormer stage against MSST demix + bs-roformer 0.4.1 on `mix` ([2, samples]).
+
+    Ours is also timed at each of `extra_batch_sizes` (same precision), against the same reference time.
+    """
+    device = separator.device
+    name = next(n for n, spec in separator.plan.models.items() if spec["type"] == "bs_roformer")
+    ours = separator.model(name).model
+    config = load_config(separator.plan.config_dir / separator.plan.models[name]["config"])
+    reference = reference_bs_roformer(config["model"])
+    reference.load_state_dict(ours.state_dict(), strict=True)
+    reference = reference.to(device).eval()
+    low = resolved_precision(settings.precision, device)
+    audio_seconds = mix.shape[-1] / SAMPLE_RATE
+
+    def run_ours(precision: str, audio: torch.Tensor, batch_size: int = settings.batch_size) -> torch.Tensor:
+        return separate_chunked(
+            ours, audio, device, settings.chunk_samples, settings.overlap_samples, batch_size, precision
+        )
+
+    def run_reference(use_amp: bool, audio: torch.Tensor) -> torch.Tensor:
+        use_msst_attention_kernels(reference, device, use_amp)
+        return reference_demix(reference, audio, device, use_amp=use_amp)
+
+    reference_low = (
+        "reference fp16 autocast (batch 4)" if device.type == "cuda" else "reference (no autocast on CPU)"
+    )
+    runs = {
+        f"ours {low} (batch {settings.batch_size})": lambda audio: run_ours(low, audio),
+        "ours fp32": lambda audio: run_ours("fp32", audio),
+        reference_low: lambda audio: run_reference(True, audio),
+        "reference fp32": lambda audio: run_reference(False, audio),
+    }
+    if device.type == "cuda":  # kernel selection and allocator growth stay out of the timings
+        for run in runs.values():
+            run(mix[:, : WARMUP_SECONDS_REFERENCE * SAMPLE_RATE])
+    results = {}
+    print(f"\nBS-RoFormer stage vs the reference, {audio_seconds:.1f} s of audio, {load_average()}")
+    for label, run in runs.items():
+        seconds, output, gpu_peak = timed(device, lambda run=run: run(mix))
+        results[label] = (seconds, output)
+        gpu = f", GPU peak {gpu_peak / GIB:.2f} GiB" if gpu_peak else ""
+        print(f"  {label:36s} {seconds:8.2f} s  ({audio_seconds / seconds:6.1f}x real time{gpu})")
+    (ours_s, ours_low), (_, ours_fp32), (ref_s, ref_low), (_, ref_fp32) = results.values()
+    print(f"  throughput ours / reference: {ref_s / ours_s:.2f}x (target >= 2)")
+    ours_snr, ref_snr = snr_db(ours_fp32, ours_low), snr_db(ref_fp32, ref_low)
+    print(f"  SNR ours {low} vs ours fp32:           {ours_snr:7.1f} dB")
+    print(f"  SNR reference fp16 vs reference fp32: {ref_snr:7.1f} dB")
+    verdict = "yes" if ours_snr >= ref_snr else "NO"
+    print(f"  ours no further from fp32 than the reference: {verdict}")
+    print(
+        "  SNR ours fp32 vs reference fp32 (same model, different windows): "
+        f"{snr_db(ref_fp32, ours_fp32):.1f} dB"
+    )
+    for batch_size in extra_batch_sizes:
+        if device.type == "cuda":
+            run_ours(low, mix[:, : WARMUP_SECONDS_REFERENCE * SAMPLE_RATE], batch_size)
+        seconds, _, gpu_peak = timed(device, lambda b=batch_size: run_ours(low, mix, b))
+        gpu = f", GPU peak {gpu_peak / GIB:.2f} GiB" if gpu_peak else ""
+        print(
+            f"  ours {low} batch {batch_size:<3d} {seconds:8.2f} s: {ref_s / seconds:.2f}x the reference{gpu}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--seconds", type=float, default=300.0, help="length of the generated song (default 300)"
+    )
+    parser.add_argument("--modes", nargs="+", default=["vocals_instrumental", "all_4", "all_6"])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--output-format", default="wav", choices=["wav", "flac", "mp3"])
+    parser.add_argument("--weights", type=Path, default=DEFAULT_DIR, help=f"default {DEFAULT_DIR}")
+    parser.add_argument("--decoder", default="auto", choices=["auto", "ffmpeg", "soundfile"])
+    parser.add_argument(
+        "--warmup-seconds",
+        type=float,
+        default=None,
+        help="separate this much once per mode first (default: 10 on CUDA, 0 on CPU)",
+    )
+    parser.add_argument("--compare-reference", action="store_true")
+    parser.add_argument(
+        "--extra-batch-sizes",
+        type=int,
+        nargs="*",
+        default=[],
+        help="with --compare-reference: also time our BS-RoFormer stage at these batch sizes",
+    )
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    device = torch.device(args.device)
+    print_environment(device)
+    weights_dir = prepare_weights(args.weights)
+    decoder = choose_decoder(args.decoder)
+    warmup_seconds = (
+        args.warmup_seconds if args.warmup_seconds is not None else (10.0 if device.type == "cuda" else 0.0)
+    )
+
+    print(f"page cache: read {warm_page_cache(weights_dir) / 1e6:.0f} MB of weights")
+    start = time.perf_counter()
+    separator = Separator(weights_dir, device)
+    synchronize(device)
+    print(f"setup (Separator construction, page cache warm): {time.perf_counter() - start:.2f} s")
+    lazy_models = {name for mode in args.modes for name in separator.plan.modes[mode]}
+    for name in sorted(lazy_models & set(separator.plan.models_loaded_at("lazy"))):
+        start = time.perf_counter()
+        separator.model(name)
+        synchronize(device)
+        print(f"lazy load of {name}: {time.perf_counter() - start:.2f} s (paid by its first request)")
+
+    with tempfile.TemporaryDirectory(prefix="pipeline-benchmark-") as folder:
+        scratch = Path(folder)
+        song = write_song(scratch / "song.wav", args.seconds)
+        warmup_song = write_song(scratch / "warmup.wav", warmup_seconds, seed=1) if warmup_seconds else None
+        input_bytes = round(args.seconds * SAMPLE_RATE) * 2 * BYTES_PER_SAMPLE
+        print(f"input: {args.seconds:g} s generated stereo song, {input_bytes / 1e6:.0f} MB as float32")
+        results = []
+        for mode in args.modes:
+            settings = SeparationSettings(
+                stems=mode,
+                batch_size=args.batch_size,
+                precision=args.precision,
+                max_duration_seconds=max(1800.0, args.seconds + 1),
+                output=OutputSettings(format=args.output_format),
+            )
+            if warmup_song is not None:
+                run_mode(separator, warmup_song, settings, scratch / "out", decoder)
+            print(f"\n[{mode}] {load_average()}")
+            results.append(run_mode(separator, song, settings, scratch / "out", decoder))
+            print_mode(results[-1], input_bytes)
+
+        print("\nsummary (wall s / real-time factor):")
+        for result in results:
+            print(
+                f"  {result['mode']:22s} {result['wall']:9.2f} s   RTF {result['wall'] / result['audio']:.3f}"
+            )
+        if args.compare_reference:
+            mix = torch.from_numpy(decoder(song, max_duration_seconds=args.seconds + 1))
+            settings = SeparationSettings(batch_size=args.batch_size, precision=args.precision)
+            compare_reference(separator, mix, settings, args.extra_batch_sizes)
+
+
+if __name__ == "__main__":
+    main()
