@@ -65,6 +65,7 @@ TRUNCATION_TOLERANCE_SECONDS = 0.5  # decoded audio may fall this much short of 
 RESCALE_PEAK_DBFS = -0.1  # the peak of a stem that "rescale" scales down
 FFMPEG_QUIET = ("ffmpeg", "-nostdin", "-hide_banner", "-v", "error")  # errors only, never reads stdin
 _DECODE_BLOCK_FRAMES = 65536
+_WRITE_BLOCK_FRAMES = 1 << 20  # about 24 s at 44.1 kHz: 8 MiB of float32 stereo
 _MAX_WAV_CHUNKS = 1000
 
 
@@ -553,7 +554,8 @@ def write_stem(stem, stem_name: str, out_dir: Path, settings: OutputSettings) ->
 
     `stem`: float32 [2, samples] at SAMPLE_RATE (numpy, or anything np.asarray accepts, e.g. a CPU tensor).
     It is resampled to `settings.sample_rate` with soxr VHQ, then peaks above full scale are handled by
-    `settings.clip_policy` for every format except 32-bit float WAV.
+    `settings.clip_policy` for every format except 32-bit float WAV. Samples are converted and written in
+    blocks of `_WRITE_BLOCK_FRAMES`, so encoding holds no second copy of a long stem.
     """
     audio = _checked_stem(stem, stem_name)  # [2, samples]
     audio = resample(audio, SAMPLE_RATE, settings.sample_rate)
@@ -561,20 +563,20 @@ def write_stem(stem, stem_name: str, out_dir: Path, settings: OutputSettings) ->
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{stem_name}.{settings.extension}"
     if settings.format == "mp3":
-        _write_mp3(_limit_peaks(audio, 1.0, stem_name, settings.clip_policy), path, settings)
+        gain = _peak_gain(audio, 1.0, stem_name, settings.clip_policy)
+        _write_mp3(_float_blocks(audio, gain, 1.0), path, settings)
     elif settings.format == "wav" and settings.wav_bit_depth == "32-float":
-        sf.write(path, np.ascontiguousarray(audio.T), settings.sample_rate, subtype="FLOAT", format="WAV")
+        with sf.SoundFile(path, "w", settings.sample_rate, 2, subtype="FLOAT", format="WAV") as f:
+            for block in _float_blocks(audio, 1.0, None):
+                f.write(block)
     else:
         bits = 16 if settings.wav_bit_depth == "16" else 24
         full_scale = (2 ** (bits - 1) - 1) / 2 ** (bits - 1)  # the largest positive integer sample
-        audio = _limit_peaks(audio, full_scale, stem_name, settings.clip_policy)
-        sf.write(
-            path,
-            _to_pcm(audio, bits),
-            settings.sample_rate,
-            subtype=f"PCM_{bits}",
-            format=settings.format.upper(),
-        )
+        gain = _peak_gain(audio, full_scale, stem_name, settings.clip_policy)
+        subtype, container = f"PCM_{bits}", settings.format.upper()
+        with sf.SoundFile(path, "w", settings.sample_rate, 2, subtype=subtype, format=container) as f:
+            for block in _float_blocks(audio, gain, full_scale):
+                f.write(_to_pcm(block, bits))
     return path
 
 
@@ -592,13 +594,15 @@ def _checked_stem(stem, stem_name: str) -> np.ndarray:
     return audio
 
 
-def _limit_peaks(audio: np.ndarray, full_scale: float, stem_name: str, clip_policy: str) -> np.ndarray:
-    """Keep float32 [2, samples] within +-full_scale: rescale to RESCALE_PEAK_DBFS, or hard clip."""
-    peak = float(np.abs(audio).max()) if audio.size else 0.0
-    if peak <= full_scale:
-        return audio
-    if clip_policy == "clamp":
-        return np.clip(audio, -full_scale, full_scale)
+def _peak_gain(audio: np.ndarray, full_scale: float, stem_name: str, clip_policy: str) -> float:
+    """The gain that keeps float32 [2, samples] within +-full_scale under "rescale"; 1 otherwise.
+
+    "rescale" brings a clipping stem's peak to RESCALE_PEAK_DBFS (logged); "clamp" keeps the gain at 1
+    and `_float_blocks` clips.
+    """
+    peak = max(float(audio.max(initial=0.0)), -float(audio.min(initial=0.0)))  # no |audio| copy
+    if peak <= full_scale or clip_policy == "clamp":
+        return 1.0
     gain = 10 ** (RESCALE_PEAK_DBFS / 20) / peak
     logger.info(
         "Stem '%s' peaks at %+.2f dBFS; scaled by %.2f dB to avoid clipping",
@@ -606,26 +610,36 @@ def _limit_peaks(audio: np.ndarray, full_scale: float, stem_name: str, clip_poli
         20 * math.log10(peak),
         20 * math.log10(gain),
     )
-    return audio * np.float32(gain)
+    return gain
 
 
-def _to_pcm(audio: np.ndarray, bits: int) -> np.ndarray:
-    """float32 [2, samples] within [-1, 1) -> integer [samples, 2] for soundfile.
+def _float_blocks(audio: np.ndarray, gain: float, full_scale: float | None) -> Iterator[np.ndarray]:
+    """Interleaved float32 [frames, 2] blocks of `audio` [2, samples] times `gain`, clipped to +-full_scale
+    (no clipping where `full_scale` is None)."""
+    for start in range(0, audio.shape[1], _WRITE_BLOCK_FRAMES):
+        block = audio[:, start : start + _WRITE_BLOCK_FRAMES].T * np.float32(gain)  # [frames, 2], a copy
+        if full_scale is not None:
+            np.clip(block, -full_scale, full_scale, out=block)
+        yield np.ascontiguousarray(block)
+
+
+def _to_pcm(block: np.ndarray, bits: int) -> np.ndarray:
+    """float32 [frames, 2] within [-1, 1) -> integer [frames, 2] for soundfile.
 
     16 bits: int16. 24 bits: int32 holding the sample in its top 24 bits, which is what libsndfile writes
     for PCM_24. Rounds to nearest without dither, so a float sample survives a 24-bit round trip within
     half a step.
     """
     scale = float(2 ** (bits - 1))
-    samples = np.rint(audio.T * np.float32(scale))  # [samples, 2]
+    samples = np.rint(block * np.float32(scale))
     np.clip(samples, -scale, scale - 1, out=samples)
     if bits == 16:
         return samples.astype(np.int16)
     return samples.astype(np.int32) << 8
 
 
-def _write_mp3(audio: np.ndarray, path: Path, settings: OutputSettings) -> None:
-    """Encode float32 [2, samples] to a constant-bit-rate MP3 with ffmpeg's libmp3lame.
+def _write_mp3(blocks: Iterator[np.ndarray], path: Path, settings: OutputSettings) -> None:
+    """Encode float32 [frames, 2] blocks to a constant-bit-rate MP3 with ffmpeg's libmp3lame.
 
     ffmpeg rather than the `lameenc` package: lameenc takes only 16-bit integer input, so the stem would be
     quantised once before the lossy encoder, while libmp3lame gets the float samples; and ffmpeg writes the
@@ -633,7 +647,6 @@ def _write_mp3(audio: np.ndarray, path: Path, settings: OutputSettings) -> None:
     ffmpeg is already required for decoding.
     """
     _require_ffmpeg_encoder("libmp3lame")
-    interleaved = np.ascontiguousarray(audio.T)  # [samples, 2]
     command = [
         *FFMPEG_QUIET,
         "-f",
@@ -653,9 +666,20 @@ def _write_mp3(audio: np.ndarray, path: Path, settings: OutputSettings) -> None:
         "-y",
         f"file:{path.absolute()}",
     ]
-    result = subprocess.run(command, input=interleaved.tobytes(), capture_output=True, check=False)
-    if result.returncode != 0:
-        raise SeparationError(f"Writing {path.name} failed: {_short_reason(result.stderr.decode(), path)}")
+    with tempfile.TemporaryFile() as log:  # a file, not a pipe: ffmpeg can never block on its own log
+        encoder = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=log)
+        try:
+            for block in blocks:
+                encoder.stdin.write(block.tobytes())
+        except BrokenPipeError:
+            pass  # ffmpeg stopped early; its exit status and log say why
+        finally:
+            encoder.stdin.close()
+            returncode = encoder.wait()
+        log.seek(0)
+        reason = log.read().decode(errors="replace")
+    if returncode != 0:
+        raise SeparationError(f"Writing {path.name} failed: {_short_reason(reason, path)}")
 
 
 @functools.cache

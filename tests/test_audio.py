@@ -654,3 +654,26 @@ def test_output_settings_name_the_bad_field_and_the_choices(field, value):
 
 def test_output_settings_extension_follows_the_format():
     assert [OutputSettings(format=f).extension for f in ("wav", "flac", "mp3")] == ["wav", "flac", "mp3"]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        OutputSettings(format="wav", wav_bit_depth="24"),
+        OutputSettings(format="wav", wav_bit_depth="32-float"),
+        OutputSettings(format="flac", wav_bit_depth="16"),
+        OutputSettings(format="mp3"),
+    ],
+    ids=lambda s: f"{s.format}-{s.wav_bit_depth}",
+)
+def test_stems_longer_than_one_write_block_are_written_whole_and_in_order(tmp_path, monkeypatch, settings):
+    monkeypatch.setattr("separation.audio._WRITE_BLOCK_FRAMES", 10_000)  # the stem spans 14 blocks
+    stem = stem_signal(peak=1.5)[:, : 13 * 10_000 + 777]
+    path = write_stem(stem, "drums", tmp_path, settings)
+    written = decode_audio(path)
+    assert written.shape == stem.shape
+    gain = (
+        1.0 if settings.wav_bit_depth == "32-float" else 10 ** (RESCALE_PEAK_DBFS / 20) / np.abs(stem).max()
+    )
+    tolerance = {"mp3": 0.02, "flac": 2**-14}.get(settings.format, 2**-22)
+    np.testing.assert_allclose(written, stem * np.float32(gain), rtol=0, atol=tolerance)
