@@ -63,8 +63,10 @@ class RotaryEmbedding(nn.Module):
 
     def __init__(self, dim_head: int, theta: float = 10000.0):
         super().__init__()
-        exponents = torch.arange(0, dim_head, 2)[: dim_head // 2].float() / dim_head
-        self.freqs = nn.Parameter(1.0 / theta**exponents, requires_grad=False)  # [dim_head / 2]
+        # computed on the CPU even under a meta-device build: a meta `pow` costs ~2 s of imports
+        exponents = torch.arange(0, dim_head, 2, device="cpu")[: dim_head // 2].float() / dim_head
+        freqs = (1.0 / theta**exponents).to(torch.get_default_device())
+        self.freqs = nn.Parameter(freqs, requires_grad=False)  # [dim_head / 2]
         self._rotations: dict[tuple, torch.Tensor] = {}
 
     def _rotation(self, seq_len: int, device: torch.device) -> torch.Tensor:
