@@ -19,18 +19,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.pipeline import snr_db  # noqa: E402
+from benchmarks.reference_demix import reference_bs_roformer  # noqa: E402
 from separation.chunking import autocast_context  # noqa: E402
 from separation.roformer import BSRoformer, load_bs_roformer, load_config  # noqa: E402
 
 VIPERX_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "config_bs_roformer_vocals.yaml"
-
-
-def reference_model(model_config: dict) -> torch.nn.Module:
-    from bs_roformer.bs_roformer import BSRoformer as ReferenceBSRoformer
-
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in model_config.items()}
-    kwargs.pop("linear_transformer_depth")
-    return ReferenceBSRoformer(**kwargs)
 
 
 def seconds_per_forward(model, audio, precision: str, repeats: int) -> tuple[float, torch.Tensor]:
@@ -42,10 +36,6 @@ def seconds_per_forward(model, audio, precision: str, repeats: int) -> tuple[flo
             out = model(audio)
             best = min(best, time.perf_counter() - start)
     return best, out.float().reshape(audio.shape)
-
-
-def snr_db(reference: torch.Tensor, estimate: torch.Tensor) -> float:
-    return (10 * torch.log10(reference.pow(2).sum() / (estimate - reference).pow(2).sum())).item()
 
 
 def load_seconds(model: torch.nn.Module) -> float:
@@ -70,7 +60,7 @@ def main() -> None:
     torch.manual_seed(0)
     config = load_config(VIPERX_CONFIG)["model"]
     ours = BSRoformer(**config).eval()
-    reference = reference_model(config).eval()
+    reference = reference_bs_roformer(config).eval()
     reference.load_state_dict(ours.state_dict(), strict=True)
     samples = int(args.seconds * 44100) // 441 * 441  # whole hops: the reference trims to them
     audio = 0.1 * torch.randn(1, 2, samples)
