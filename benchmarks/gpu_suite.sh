@@ -39,6 +39,9 @@ EOF
 command -v ffmpeg ffprobe || echo "ffmpeg/ffprobe absent: pipeline.py decodes the generated WAV with soundfile"
 uptime
 
+step "BS-RoFormer forward variants (batch of 8 s chunks): eager at two batch sizes, with a profile"
+timeout 240 "$PYTHON" -m benchmarks.roformer_gpu --profile || echo "roformer_gpu stopped (status $?)"
+
 step "full-size random weights into $WEIGHTS"
 timeout 180 "$PYTHON" -m benchmarks.full_size_weights "$WEIGHTS"
 
@@ -48,6 +51,6 @@ timeout 120 "$PYTHON" -m benchmarks.cold_start --weights "$WEIGHTS" --device cud
 step "pipeline, ${SECONDS_OF_AUDIO} s song, every stems mode, with the MSST reference comparison"
 timeout 420 "$PYTHON" -m benchmarks.pipeline --weights "$WEIGHTS" --device cuda \
     --seconds "$SECONDS_OF_AUDIO" --modes vocals_instrumental all_4 all_6 --compare-reference \
-    --extra-batch-sizes 1 8 16
+    --extra-batch-sizes 8 16
 
 step "done"

@@ -79,10 +79,23 @@ class RotaryEmbedding(nn.Module):
         return self._rotations[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Rotate queries or keys: [..., seq, dim_head] -> same shape and dtype (computed in fp32)."""
-        pairs = torch.view_as_complex(rearrange(x.float(), "... (d r) -> ... d r", r=2))  # [..., n, d / 2]
-        rotated = torch.view_as_real(pairs * self._rotation(x.shape[-2], x.device))
-        return rearrange(rotated, "... d r -> ... (d r)").to(x.dtype)
+        """Rotate queries and keys: [..., seq, dim_head] -> same shape and dtype, contiguous.
+
+        One elementwise pass with float32 arithmetic and one rounding to the input's dtype: float16
+        pairs are read as complex32 and the product is written straight into a float16 tensor, so
+        the fp16 path costs no float32 copies. bfloat16 has no complex type and goes through float32.
+        """
+        if x.dtype == torch.bfloat16:
+            return self(x.float()).to(x.dtype)
+        rotated = torch.empty_like(x, memory_format=torch.contiguous_format)
+        rotation = self._rotation(x.shape[-2], x.device)  # [seq, dim_head / 2] complex64
+        torch.mul(as_complex_pairs(x), rotation, out=as_complex_pairs(rotated))
+        return rotated
+
+
+def as_complex_pairs(x: torch.Tensor) -> torch.Tensor:
+    """View [..., dim] real as [..., dim / 2] complex, pairing neighbours (x[2i] + i x[2i+1])."""
+    return torch.view_as_complex(rearrange(x, "... (d r) -> ... d r", r=2))
 
 
 class Attention(nn.Module):
@@ -100,12 +113,15 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[batch, seq, dim] -> [batch, seq, dim]"""
         x = self.norm(x)
-        q, k, v = rearrange(self.to_qkv(x), "b n (qkv h d) -> qkv b h n d", qkv=3, h=self.heads)
-        q, k = self.rotary_embed(q), self.rotary_embed(k)
-        out = F.scaled_dot_product_attention(q, k, v)  # [b, h, n, d]
-        gates = rearrange(self.to_gates(x), "b n h -> b h n 1").sigmoid()
-        out = rearrange(out * gates, "b h n d -> b n (h d)")
-        return self.to_out(out)
+        qkv = rearrange(self.to_qkv(x), "b n (qkv h d) -> qkv b h n d", qkv=3, h=self.heads)
+        q, k = self.rotary_embed(qkv[:2])  # both rotated in one pass
+        out = F.scaled_dot_product_attention(q, k, qkv[2])  # [b, h, n, d]
+        gates = rearrange(self.to_gates(x), "b n h -> b n h 1").sigmoid()
+        # gate and move heads next to features in one pass: [b, h, n, d] -> [b, n, h, d]
+        batch, heads, seq, dim_head = out.shape
+        gated = out.new_empty(batch, seq, heads, dim_head)
+        torch.mul(rearrange(out, "b h n d -> b n h d"), gates, out=gated)
+        return self.to_out(rearrange(gated, "b n h d -> b n (h d)"))
 
 
 class FeedForward(nn.Module):

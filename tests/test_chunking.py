@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from separation.chunking import chunk_window, separate_chunked, separate_vocals
+from separation.chunking import chunk_window, crossfade, separate_chunked, separate_vocals
 from separation.errors import SettingsError
 from separation.roformer import BSRoformer
 from tests.tiny_roformer import randomize, tiny_config
@@ -75,6 +75,15 @@ def test_windows_sum_to_one_in_the_interior():
     interior = total[OVERLAP : 10 * step + CHUNK - OVERLAP]
     assert (interior - 1).abs().max().item() <= 1e-6
     assert window.min().item() > 0 and window.max().item() == 1
+
+
+@pytest.mark.parametrize("fade_samples", [1, 2, 7, 400, 176400])
+def test_crossfades_are_complementary_and_mostly_an_equal_mean(fade_samples):
+    fade_in = crossfade(fade_samples)
+    assert (fade_in + fade_in.flip(0) - 1).abs().max().item() <= 1e-6
+    assert bool((fade_in[1:] >= fade_in[:-1]).all()) and 0 < fade_in.min() and fade_in.max() <= 1
+    middle = fade_in[round(0.2 * fade_samples) : round(0.8 * fade_samples)]
+    assert (middle - 0.5).abs().max().item() <= 1e-6  # both chunks count equally there
 
 
 def test_output_is_independent_of_batch_size():

@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from separation.errors import WeightsError
-from separation.roformer import BSRoformer, load_bs_roformer, load_config
+from separation.roformer import BSRoformer, RotaryEmbedding, load_bs_roformer, load_config
 from tests.tiny_roformer import VIPERX_CONFIG, randomize, tiny_config, write_tiny_roformer
 
 DATA = Path(__file__).parent / "data"
@@ -53,6 +53,26 @@ def test_meta_model_matches_the_viperx_state_dict_listing():
     assert len(time_rotary) == len(freq_rotary) == 1 and time_rotary != freq_rotary
     frozen = [row["key"] for row in rows if row["kind"] == "param_frozen"]
     assert all(key.endswith("rotary_embed.freqs") for key in frozen) and len(frozen) == 24
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_rotary_rounds_the_float32_rotation_once(dtype):
+    rotary = RotaryEmbedding(16)
+    qk = torch.randn(2, 3, 4, 50, 16).to(dtype)  # [q/k, batch, heads, seq, dim_head]
+    rotated = rotary(qk)
+    assert rotated.dtype == dtype and rotated.is_contiguous()
+    assert torch.equal(rotated, rotary(qk.float()).to(dtype))
+
+
+def test_rotary_rotates_interleaved_pairs_by_position_times_frequency():
+    rotary = RotaryEmbedding(4)
+    x = torch.randn(1, 7, 4)  # [batch, seq, dim_head]
+    angles = torch.arange(7.0)[:, None] * rotary.freqs  # [seq, dim_head / 2]
+    even, odd = x[..., 0::2], x[..., 1::2]
+    expected = torch.stack(
+        [even * angles.cos() - odd * angles.sin(), even * angles.sin() + odd * angles.cos()], dim=-1
+    ).flatten(-2)
+    torch.testing.assert_close(rotary(x), expected, atol=1e-6, rtol=0)
 
 
 def test_rotary_frequencies_are_the_checkpoints():
