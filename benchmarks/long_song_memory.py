@@ -73,11 +73,11 @@ def print_gpu_bound(settings: SeparationSettings) -> None:
         "chunk length only."
     )
     print(
-        "  Demucs: DemucsSeparator hands apply_model the normalised track on the host with "
-        f"device=<the device>; apply_model moves one segment [1, 2, {segment_samples}] "
-        f"({segment_bytes / 2**20:.1f} MiB) at a time, and adds each segment's output "
-        f"([1, 4 or 6 sources, 2, {segment_samples}], {4 * segment_bytes / 2**20:.0f}-"
-        f"{6 * segment_bytes / 2**20:.0f} MiB) into an accumulator on the host."
+        "  Demucs: DemucsSeparator cuts, normalises and pads each segment on the host and moves "
+        f"[{settings.batch_size}, 2, {segment_samples}] ({settings.batch_size * segment_bytes / 2**20:.1f} "
+        "MiB) to the device per forward pass; only the wanted sources of each output "
+        f"(at most [{settings.batch_size}, 6, 2, {segment_samples}]) come back, into a one-segment "
+        "cross-fade buffer and the output on the host."
     )
 
 

@@ -4,7 +4,12 @@ Prints seconds per forward of one chunk for ours (fp32, bf16 autocast) and the r
 the ratio ours / reference, the bf16 speed-up and SNR against fp32, and the time to load a
 full-size random-weight checkpoint through `load_bs_roformer` (page cache warm).
 
-    python benchmarks/roformer_speed.py [--seconds 8] [--repeats 1] [--skip-bf16]
+With `--profile`, one more forward of each runs under torch.profiler and the CPU time is split into
+matrix products, attention, activation functions and the rest. The first three are arithmetic both
+implementations must do; ours' share of them over the reference's total is the lowest ratio that any
+rewrite of the rest (copies, norms, rotary, layout changes) could reach.
+
+    python benchmarks/roformer_speed.py [--seconds 8] [--repeats 1] [--skip-bf16] [--profile]
 """
 
 from __future__ import annotations
@@ -38,6 +43,40 @@ def seconds_per_forward(model, audio, precision: str, repeats: int) -> tuple[flo
     return best, out.float().reshape(audio.shape)
 
 
+OP_KINDS = {  # profiler op name -> kind of work
+    "aten::addmm": "matrix products",
+    "aten::mm": "matrix products",
+    "aten::bmm": "matrix products",
+    "aten::_scaled_dot_product_flash_attention_for_cpu": "attention",
+    "aten::gelu": "activations",
+    "aten::tanh": "activations",
+    "aten::sigmoid": "activations",
+    "aten::glu": "activations",
+}
+
+
+def seconds_by_kind(model, audio) -> dict[str, float]:
+    """Self CPU seconds of one fp32 forward, summed by OP_KINDS (everything else is "other")."""
+    with torch.inference_mode(), torch.profiler.profile() as profiler:
+        model(audio)
+    totals: dict[str, float] = {}
+    for event in profiler.key_averages():
+        kind = OP_KINDS.get(event.key, "other")
+        totals[kind] = totals.get(kind, 0.0) + event.self_cpu_time_total / 1e6
+    return totals
+
+
+def print_profile(ours, reference, audio) -> None:
+    """Where each forward's time goes, and the ratio floor set by the arithmetic both must do."""
+    ours_kinds, ref_kinds = seconds_by_kind(ours, audio), seconds_by_kind(reference, audio)
+    print("profiled fp32 forward, self CPU seconds:        ours  reference")
+    for kind in ("matrix products", "attention", "activations", "other"):
+        print(f"  {kind:44s} {ours_kinds.get(kind, 0):6.2f} {ref_kinds.get(kind, 0):9.2f}")
+    required = sum(ours_kinds.get(kind, 0) for kind in ("matrix products", "attention", "activations"))
+    floor = required / sum(ref_kinds.values())
+    print(f"  ratio floor (ours' required arithmetic / reference total): {floor:.3f}")
+
+
 def load_seconds(model: torch.nn.Module) -> float:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model_bs_roformer_ep_317_sdr_12.9755.ckpt"
@@ -55,6 +94,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="chunk length (8 s = the viperx chunk)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--skip-bf16", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="split the time by kind of work")
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -75,6 +115,8 @@ def main() -> None:
     print(f"reference fp32  {ref_s:8.2f} s")
     print(f"ours fp32       {ours_s:8.2f} s   ratio ours/reference {ours_s / ref_s:.3f} (target <= 0.8)")
     print(f"max |ours - reference| {(ours_out - ref_out).abs().max().item():.2e}")
+    if args.profile:
+        print_profile(ours, reference, audio)
     if not args.skip_bf16:
         bf16_s, bf16_out = seconds_per_forward(ours, audio, "bf16", args.repeats)
         print(

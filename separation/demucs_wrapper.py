@@ -4,16 +4,25 @@ Loading goes through `demucs.pretrained.get_model(name, repo=bag_dir)`, which re
 `<sig>-<sha256 prefix>.th` files of one local folder and never touches the network.
 
 Separation follows `demucs.api.Separator.separate_tensor`: the track is normalised by the mean and standard
-deviation of its channel average, run through `demucs.apply.apply_model` (shift trick, overlapping segments),
-and scaled back. Python's `random`, which Demucs uses for the shift offsets (and which every HTDemucs forward
-pass also draws from), is seeded once at the start of every call and restored afterwards, so the same request
-gives the same output, equal to `Separator` run after `random.seed(seed)`.
+deviation of its channel average, run through each sub-model the way `demucs.apply.apply_model` runs it
+(shift trick, overlapping segments cross-faded by a triangular weight), combined with the bag weights, and
+scaled back. The loop is our own so that host memory stays small: each segment is cut from the mix,
+normalised and zero-padded on its own (no normalised, padded or shifted copy of the track), only the rows
+of the requested sources are kept, and each finished part of a pass is added straight into the one output
+buffer [1, wanted, channels, samples]. The numbers are apply_model's: every sample is summed, weighted
+and divided in the same order. They are bit-identical when each requested source comes from one sub-model
+with a bag weight over `shifts` that is a power of two (htdemucs_ft and htdemucs_6s with shifts 0, 1, 2
+or 4), and equal up to float rounding otherwise.
+
+Python's `random`, which gives the shift offsets (and which every HTDemucs forward pass also draws from), is
+seeded once at the start of every call and restored afterwards, so the same request gives the same output,
+equal to `Separator` run after `random.seed(seed)`.
 
 Sub-models of a bag whose weights are zero for every requested source are not run (htdemucs_ft is four
-specialists; when vocals come from elsewhere, the vocals specialist is skipped). The others run in bag
-order, exactly as in a full-bag run, so whenever the skipped sub-models all come after the kept ones (the
-vocals specialist is last) or shifts=0, every returned sample equals the full bag's. Otherwise the kept
-sub-models get other (still seeded) shift offsets than they would in a full-bag run.
+specialists; when vocals come from elsewhere, the vocals specialist is skipped). A skipped sub-model still
+draws from `random` what its run would have drawn (its shift offsets and one draw per forward pass), so
+the others get the offsets of a full-bag run and every returned sample equals the full bag's, whichever
+sub-models are skipped and whatever `shifts` is.
 """
 
 from __future__ import annotations
@@ -22,14 +31,18 @@ import random
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 import yaml
-from demucs.apply import BagOfModels, apply_model
+from demucs.apply import BagOfModels
 from demucs.pretrained import REMOTE_ROOT, get_model
 from demucs.repo import check_checksum
 from demucs.states import load_model
+from demucs.utils import center_trim
 
 from separation.errors import AudioError, SettingsError, WeightsError
 
@@ -151,6 +164,17 @@ def _segment_samples(model: torch.nn.Module) -> int:
     return int(model.samplerate * model.segment)
 
 
+def _segment_starts(model: torch.nn.Module, piece_samples: int, split: bool, overlap: float) -> range:
+    """Where the forward passes over a `piece_samples`-sample input start (split=False: one, at 0)."""
+    if not split:
+        return range(1)
+    segment_samples = _segment_samples(model)
+    stride_samples = int((1 - overlap) * segment_samples)
+    if stride_samples < 1:
+        raise SettingsError(f"overlap={overlap} leaves no stride between {segment_samples}-sample segments")
+    return range(0, piece_samples, stride_samples)
+
+
 def _max_forward_passes(
     model: torch.nn.Module, samples: int, shifts: int, split: bool, overlap: float
 ) -> int:
@@ -159,15 +183,61 @@ def _max_forward_passes(
     Each shift pads the track by up to `_max_shift_samples` (the random offset decides how much), which can
     add one segment; the bound assumes it always does.
     """
-    runs = max(shifts, 1)
-    if not split:
-        return runs
     longest_samples = samples + (_max_shift_samples(model) if shifts else 0)
-    segment_samples = _segment_samples(model)
-    stride_samples = int((1 - overlap) * segment_samples)
-    if stride_samples < 1:
-        raise SettingsError(f"overlap={overlap} leaves no stride between {segment_samples}-sample segments")
-    return runs * len(range(0, longest_samples, stride_samples))
+    return max(shifts, 1) * len(_segment_starts(model, longest_samples, split, overlap))
+
+
+def _segment_weight(segment_samples: int, device: torch.device) -> torch.Tensor:
+    """apply_model's cross-fade weight (transition_power 1): a triangle peaking at 1 mid-segment.
+
+    Sample i weighs min(i + 1, segment_samples - i), divided by the largest such value. [segment_samples]
+    """
+    positions = torch.arange(segment_samples, device=device)
+    triangle = torch.minimum(positions + 1, segment_samples - positions)
+    return triangle / triangle.max()
+
+
+def _replay_forward_draws(model: torch.nn.Module) -> None:
+    """Draw from `random` what one forward pass of `model` draws, without running it.
+
+    An HTDemucs forward pass draws once, in its cross-transformer's sinusoidal time embedding (a random
+    position shift, `randrange(sin_random_shift + 1)`, which is 0 for the released models but still moves
+    the generator); the embeddings of other kinds and the older Demucs models draw nothing.
+    """
+    transformer = getattr(model, "crosstransformer", None)
+    if transformer is not None and transformer.emb == "sin":
+        random.randrange(transformer.sin_random_shift + 1)
+
+
+@dataclass(frozen=True)
+class _NormalisedTrack:
+    """The mix as demucs.api hands it to apply_model, (mix - mean) / scale, normalised only where it is read.
+
+    mean and scale are demucs.api's: the mean and the standard deviation (+ epsilon) of the channel average.
+    Reading a window at a time keeps the normalised copy of the whole track out of memory.
+    """
+
+    mix: torch.Tensor  # [channels, samples] on the CPU
+    mean: torch.Tensor  # 0-dim
+    scale: torch.Tensor  # 0-dim
+
+    @classmethod
+    def of(cls, mix: torch.Tensor) -> _NormalisedTrack:
+        """The track of mix [channels, samples], with demucs.api's mean and scale."""
+        reference = mix.mean(0)  # [samples]
+        return cls(mix, reference.mean(), reference.std() + NORMALISATION_EPSILON)
+
+    @property
+    def samples(self) -> int:
+        """Length of the track, in samples."""
+        return self.mix.shape[-1]
+
+    def window(self, start: int, length: int) -> torch.Tensor:
+        """Normalised samples [start, start + length), zeros where that lies outside the track (start may be
+        negative). The window must overlap the track. Returns [1, channels, length]."""
+        first, last = max(start, 0), min(start + length, self.samples)
+        inside = (self.mix[:, first:last] - self.mean) / self.scale  # [channels, last - first]
+        return F.pad(inside, (first - start, start + length - last))[None]
 
 
 def _check_settings(shifts: int, overlap: float, split: bool, seed: int) -> None:
@@ -269,7 +339,12 @@ class DemucsSeparator:
                 )
 
     def separate(
-        self, name: str, mix: torch.Tensor, wanted: Sequence[str], progress: ProgressCallback | None = None
+        self,
+        name: str,
+        mix: torch.Tensor,
+        wanted: Sequence[str],
+        progress: ProgressCallback | None = None,
+        batch_size: int = 1,
     ) -> dict[str, torch.Tensor]:
         """Separate `mix` with bag `name` and return the wanted sources only.
 
@@ -278,8 +353,12 @@ class DemucsSeparator:
         progress(done, total) is called after every segment. `total` is fixed up front: the segments of all
         sub-models that run, counting for each shift the segment its random offset may add; where an offset
         spares it, `done` skips ahead when that sub-model finishes, and the last call has done == total.
-        Raising from `progress` stops the separation before the next segment.
+        Raising from `progress` stops the separation before the next forward pass.
+        `batch_size` segments of equal length go through the model in one forward pass: it sets speed and
+        device memory, not the output (equal to one segment at a time up to float rounding).
         """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise SettingsError(f"batch size must be an integer >= 1, got {batch_size!r}")
         bag = self._bag(name)
         source_indices = self._source_indices(bag, name, wanted)
         _check_mix(mix, bag.audio_channels)
@@ -288,38 +367,37 @@ class DemucsSeparator:
         if not self.split:
             self._check_unsplit_length(bag, samples)
 
-        reference = mix.mean(0)  # [samples]
-        mean = reference.mean()
-        scale = reference.std() + NORMALISATION_EPSILON
-        normalised = ((mix - mean) / scale)[None]  # [1, channels, samples]
+        track = _NormalisedTrack.of(mix)
         with self._lock, _seeded_python_random(self.seed):
-            estimates = self._apply_bag(bag, normalised, source_indices, progress)
-        estimates = estimates * scale + mean  # [1, wanted, channels, samples]
+            estimates = self._apply_bag(bag, track, source_indices, progress, batch_size)
+        estimates.mul_(track.scale).add_(track.mean)  # [1, wanted, channels, samples]
         return {bag.sources[k]: estimates[0, j] for j, k in enumerate(source_indices)}
 
     def _apply_bag(
         self,
         bag: BagOfModels,
-        mix: torch.Tensor,
+        track: _NormalisedTrack,
         source_indices: list[int],
         progress: ProgressCallback | None,
+        batch_size: int,
     ) -> torch.Tensor:
-        """apply_model on the sub-models that contribute to the wanted sources, combined as BagOfModels does.
+        """The wanted sources as BagOfModels under apply_model gives them, running only the sub-models that
+        contribute to them.
 
-        mix: [1, channels, samples] on the CPU, already normalised. Returns the weighted average over the
-        contributing sub-models, [1, len(source_indices), channels, samples] on the CPU. Expects `random`
-        freshly seeded. Progress counts segments against an upper bound fixed up front, and jumps to each
-        sub-model's full share when that sub-model finishes.
+        Returns the weighted average over the sub-models of the normalised estimates,
+        [1, len(source_indices), channels, samples] on the CPU. Expects `random` freshly seeded. Progress
+        counts segments against an upper bound fixed up front, and jumps to each sub-model's full share when
+        that sub-model finishes.
         """
+        samples = track.samples
         run_indices = [
             i for i, weights in enumerate(bag.weights) if any(weights[k] != 0 for k in source_indices)
         ]
-        samples = mix.shape[-1]
-        model_passes = [
-            _max_forward_passes(bag.models[i], samples, self.shifts, self.split, self.overlap)
+        model_passes = {
+            i: _max_forward_passes(bag.models[i], samples, self.shifts, self.split, self.overlap)
             for i in run_indices
-        ]
-        total_passes, done_passes = sum(model_passes), 0
+        }
+        total_passes, done_passes = sum(model_passes.values()), 0
 
         def report(done: int) -> None:
             nonlocal done_passes
@@ -327,25 +405,144 @@ class DemucsSeparator:
             if progress is not None:
                 progress(done_passes, total_passes)
 
-        def on_segment(event: dict) -> None:
-            if event["state"] == "end":
-                report(done_passes + 1)
+        def on_forward() -> None:
+            report(done_passes + 1)
 
-        wanted_weights = torch.tensor([[weights[k] for k in source_indices] for weights in bag.weights])
-        estimates = torch.zeros(1, len(source_indices), *mix.shape[1:])  # [1, wanted, channels, samples]
+        estimates = torch.zeros(1, len(source_indices), *track.mix.shape)  # [1, wanted, channels, samples]
         finished_passes = 0
-        for model_index, passes in zip(run_indices, model_passes, strict=True):
-            out = apply_model(
-                bag.models[model_index],
-                mix,
-                shifts=self.shifts,
-                split=self.split,
-                overlap=self.overlap,
-                device=self.device,
-                callback=on_segment,
-            )  # [1, sources, channels, samples]
-            estimates += out[:, source_indices].cpu() * wanted_weights[model_index][None, :, None, None]
-            finished_passes += passes
+        for model_index, (model, weights) in enumerate(zip(bag.models, bag.weights, strict=True)):
+            if model_index not in model_passes:
+                self._replay_sub_model_draws(model, samples)
+                continue
+            targets = [j for j, k in enumerate(source_indices) if weights[k] != 0]
+            rows = [source_indices[j] for j in targets]
+            scales = [weights[k] / max(self.shifts, 1) for k in rows]
+            self._add_sub_model(model, track, rows, targets, scales, estimates, on_forward, batch_size)
+            finished_passes += model_passes[model_index]
             if done_passes < finished_passes:  # a shift offset spared a segment of the bound
                 report(finished_passes)
-        return estimates / wanted_weights[run_indices].sum(0)[None, :, None, None]
+        for j, k in enumerate(source_indices):
+            estimates[:, j] /= sum(weights[k] for weights in bag.weights)
+        return estimates
+
+    def _shift_leads(self, model: torch.nn.Module) -> Iterator[int]:
+        """For each pass of `model` over the track, how many zeros come before it (the shift trick).
+
+        shifts=0: one pass, lead 0. Otherwise `shifts` passes with lead max_shift - offset, each offset
+        drawn by `random.randint(0, max_shift)` just before its pass, as apply_model draws them.
+        """
+        if not self.shifts:
+            yield 0
+            return
+        max_shift = _max_shift_samples(model)
+        for _ in range(self.shifts):
+            yield max_shift - random.randint(0, max_shift)
+
+    def _replay_sub_model_draws(self, model: torch.nn.Module, samples: int) -> None:
+        """Draw from `random` what running `model` over a `samples`-sample track would draw, in the same
+        order (shift offsets, then one draw per forward pass), without running it."""
+        for lead in self._shift_leads(model):
+            for _ in _segment_starts(model, lead + samples, self.split, self.overlap):
+                _replay_forward_draws(model)
+
+    def _add_sub_model(
+        self,
+        model: torch.nn.Module,
+        track: _NormalisedTrack,
+        rows: list[int],
+        targets: list[int],
+        scales: list[float],
+        estimates: torch.Tensor,
+        on_forward: Callable[[], None],
+        batch_size: int,
+    ) -> None:
+        """Add scales[r] x `model`'s estimate of source rows[r] into estimates[:, targets[r]], in place.
+
+        estimates: [1, wanted, channels, samples] on the CPU. Each pass reads the track from `lead` samples
+        before its start (zeros there), and what the pass finishes is added at once, less the samples that
+        fall in the lead (apply_model trims them).
+        """
+        for lead in self._shift_leads(model):
+            for first, block in self._pass_blocks(
+                model, track, -lead, lead + track.samples, rows, on_forward, batch_size
+            ):
+                skip = max(0, -first)  # samples of the block that fall in the lead
+                if skip >= block.shape[-1]:
+                    continue
+                end = first + block.shape[-1]
+                for row, (target, scale) in enumerate(zip(targets, scales, strict=True)):
+                    estimates[0, target, :, first + skip : end].add_(block[0, row, :, skip:], alpha=scale)
+
+    def _pass_blocks(
+        self,
+        model: torch.nn.Module,
+        track: _NormalisedTrack,
+        start: int,
+        samples: int,
+        rows: list[int],
+        on_forward: Callable[[], None],
+        batch_size: int,
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """One pass of `model` over track samples [start, start + samples), as apply_model with shifts=0.
+
+        Yields (first, block): block [1, len(rows), channels, n] on the CPU is the finished output for track
+        samples [first, first + n); the blocks follow each other and cover the pass. With split, segment
+        outputs are cross-faded in a buffer one segment long; after each segment, the samples no later
+        segment reaches are divided by their summed weight and yielded. Segments go to the model
+        `batch_size` at a time.
+        """
+        if not self.split:
+            (out,) = self._forward(model, track, [(start, samples)], rows, on_forward)
+            yield start, out.cpu()
+            return
+        segment_samples = _segment_samples(model)
+        weight = _segment_weight(segment_samples, self.device)  # [segment]
+        host_weight = weight.cpu()
+        channels = track.mix.shape[0]
+        pending = torch.zeros(1, len(rows), channels, segment_samples)  # [1, rows, channels, segment]
+        pending_weight = torch.zeros(segment_samples)  # [segment]
+        offsets = _segment_starts(model, samples, self.split, self.overlap)
+        for first in range(0, len(offsets), batch_size):
+            batch_offsets = offsets[first : first + batch_size]
+            spans = [(start + offset, min(segment_samples, samples - offset)) for offset in batch_offsets]
+            outs = self._forward(model, track, spans, rows, on_forward)  # on the device
+            for offset, (_, length), out in zip(batch_offsets, spans, outs, strict=True):
+                pending[..., :length] += (weight[:length] * out).cpu()
+                pending_weight[:length] += host_weight[:length]
+                finished = min(offsets.step, samples - offset)
+                yield start + offset, pending[..., :finished] / pending_weight[:finished]
+                pending = pending.roll(-finished, -1)
+                pending[..., -finished:] = 0
+                pending_weight = pending_weight.roll(-finished, -1)
+                pending_weight[-finished:] = 0
+
+    def _forward(
+        self,
+        model: torch.nn.Module,
+        track: _NormalisedTrack,
+        spans: list[tuple[int, int]],
+        rows: list[int],
+        on_forward: Callable[[], None],
+    ) -> list[torch.Tensor]:
+        """`model` on track samples [start, start + samples) of each (start, samples) span, sources `rows`.
+
+        Each input is widened on both sides to the model's valid length (track samples where there are any,
+        zeros elsewhere) and its output trimmed back, as apply_model does. Spans of equal valid length
+        share one forward pass; `random` still moves as it would over one pass per span. on_forward() is
+        called once per span. Returns one [1, len(rows), channels, samples] tensor per span, on `self.device`.
+        """
+        outputs: list[torch.Tensor] = []
+        for valid_samples, group in groupby(spans, key=lambda span: model.valid_length(span[1])):
+            group = list(group)
+            segments = [  # [1, channels, valid] each
+                track.window(start - (valid_samples - samples) // 2, valid_samples)
+                for start, samples in group
+            ]
+            with torch.no_grad():
+                out = model(torch.cat(segments).to(self.device))  # [segments, sources, channels, valid]
+            for _ in group[1:]:
+                _replay_forward_draws(model)
+            for index, (_, samples) in enumerate(group):
+                outputs.append(center_trim(out[index : index + 1], samples)[:, rows])
+                on_forward()
+        return outputs

@@ -51,7 +51,7 @@ class SeparationSettings:
     stems: str = "vocals_instrumental"
     chunk_seconds: float = 8.0
     overlap_seconds: float = 4.0
-    batch_size: int = 4
+    batch_size: int = 4  # BS-RoFormer chunks or Demucs segments per forward pass (speed, device memory)
     precision: str = "auto"
     max_duration_seconds: float = 1800.0
     output: OutputSettings = field(default_factory=OutputSettings)
@@ -142,7 +142,7 @@ class DemucsModel:
         separator.preload(self.bag)
 
     def separate(self, mix, wanted, settings: SeparationSettings, progress) -> dict[str, torch.Tensor]:
-        return self.separator.separate(self.bag, mix, wanted, progress)
+        return self.separator.separate(self.bag, mix, wanted, progress, settings.batch_size)
 
 
 def check_checkpoint_file(path: Path) -> None:
