@@ -9,45 +9,43 @@ bag and the same random track:
 
 and prints both times (wall clock, and CPU time of this process, which a busy shared machine disturbs less),
 their ratios (expected about 0.75) and the largest difference between the two runs' drums/bass/other
-(expected 0).
+(expected 0). With `--batch-sizes`, the skip run is repeated with that many segments per forward pass
+and each is compared with one segment at a time (speed-up, largest difference).
 
-The random models have the published htdemucs_ft geometry (see `benchmarks.full_size_weights`).
+The random models have the published htdemucs_ft geometry, from the full-size weights folder
+(`benchmarks.full_size_weights`, written there first if missing).
 
     python -m benchmarks.demucs_speed [--seconds 30] [--device cpu] [--shifts 1] [--threads N]
+        [--batch-sizes 4 8] [--weights DIR]
 """
 
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from benchmarks.full_size_weights import HTDEMUCS_FT_KWARGS, full_size_htdemucs
+from benchmarks.full_size_weights import DEFAULT_DIR, write_full_size_weights
 from separation.demucs_wrapper import DemucsSeparator
-from tests.tiny_demucs import FOUR_STEMS, identity_weights, write_bag
+from tests.tiny_demucs import FOUR_STEMS
 
 SAMPLE_RATE = 44100
 
 
-def write_random_htdemucs_ft(bag_dir: Path, seed: int = 0) -> None:
-    """A full-size htdemucs_ft stand-in: 4 random HTDemucs with identity bag weights."""
-    models = [
-        full_size_htdemucs(FOUR_STEMS, HTDEMUCS_FT_KWARGS, seed + index) for index in range(len(FOUR_STEMS))
-    ]
-    write_bag(bag_dir, "htdemucs_ft", models, identity_weights(len(FOUR_STEMS)), seed)
-
-
 def timed_separation(
-    separator: DemucsSeparator, mix: torch.Tensor, wanted: list[str], device: torch.device
+    separator: DemucsSeparator,
+    mix: torch.Tensor,
+    wanted: list[str],
+    device: torch.device,
+    batch_size: int = 1,
 ) -> tuple[float, float, dict[str, torch.Tensor]]:
     """Wall seconds and process CPU seconds of one `separate` call (device work included), and its output."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     wall_start, cpu_start = time.perf_counter(), time.process_time()
-    out = separator.separate("htdemucs_ft", mix, wanted)
+    out = separator.separate("htdemucs_ft", mix, wanted, batch_size=batch_size)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter() - wall_start, time.process_time() - cpu_start, out
@@ -59,6 +57,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="device the models run on (default cpu)")
     parser.add_argument("--shifts", type=int, default=1, help="Demucs shifts (default 1, as in the CLI)")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--batch-sizes", type=int, nargs="*", default=[], help="segments per forward pass")
+    parser.add_argument("--weights", type=Path, default=DEFAULT_DIR, help=f"default {DEFAULT_DIR}")
     args = parser.parse_args()
     device = torch.device(args.device)
     if args.threads:
@@ -66,11 +66,8 @@ def main() -> None:
 
     generator = torch.Generator().manual_seed(0)
     mix = 0.2 * torch.randn(2, int(args.seconds * SAMPLE_RATE), generator=generator)  # [2, samples]
-    with tempfile.TemporaryDirectory() as folder:
-        bag_dir = Path(folder)
-        write_random_htdemucs_ft(bag_dir)
-        separator = DemucsSeparator(bag_dir, device, shifts=args.shifts)
-        separator.preload("htdemucs_ft")
+    write_full_size_weights(args.weights)
+    separator = DemucsSeparator(args.weights / "demucs", device, shifts=args.shifts)
     separator.separate("htdemucs_ft", mix[:, : 2 * SAMPLE_RATE], ["drums"])  # warm-up
 
     three = ["drums", "bass", "other"]
@@ -86,6 +83,14 @@ def main() -> None:
     wall_ratio, cpu_ratio = skip_wall / baseline_wall, skip_cpu / baseline_cpu
     print(f"ratio skip / baseline:                    {wall_ratio:8.3f}  {cpu_ratio:8.3f}")
     print(f"max |difference| of drums/bass/other between the runs: {difference:.3g}")
+    for batch_size in args.batch_sizes:
+        separator.separate("htdemucs_ft", mix[:, : 2 * SAMPLE_RATE], ["drums"], batch_size=batch_size)
+        wall, cpu, batched = timed_separation(separator, mix, three, device, batch_size)
+        difference = max((batched[s] - skipped[s]).abs().max().item() for s in three)
+        print(
+            f"skip, {batch_size:2d} segments per forward pass:  {wall:8.2f}  {cpu:8.2f}   "
+            f"speed-up vs one at a time {skip_wall / wall:.2f}x, max |difference| {difference:.2g}"
+        )
 
 
 if __name__ == "__main__":

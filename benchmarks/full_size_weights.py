@@ -36,7 +36,7 @@ from separation.demucs_wrapper import check_bag_files
 from separation.errors import WeightsError
 from separation.pipeline import CONFIG_DIR, PLAN_FILE_NAME, StemPlan
 from separation.roformer import BSRoformer, load_config
-from tests.tiny_demucs import FOUR_STEMS, SIX_STEMS, write_bag
+from tests.tiny_demucs import FOUR_STEMS, SIX_STEMS, identity_weights, write_bag
 
 DEFAULT_DIR = Path("/tmp/bs-roformer-cog-full-size-weights")
 HTDEMUCS_SEGMENT_SECONDS = Fraction(39, 5)  # 7.8 s, as stored in the published packages
@@ -88,9 +88,8 @@ def write_full_size_weights(folder: Path, seed: int = 0, log=print) -> Path:
         write_roformer_checkpoint(checkpoint, plan.config_dir / roformer["config"], seed)
         log(f"wrote   {checkpoint} ({time.perf_counter() - start:.1f} s)")
 
-    identity = [[float(row == col) for col in range(len(FOUR_STEMS))] for row in range(len(FOUR_STEMS))]
     bags = {  # name: (sources, kwargs, number of models, bag weights)
-        "htdemucs_ft": (FOUR_STEMS, HTDEMUCS_FT_KWARGS, 4, identity),
+        "htdemucs_ft": (FOUR_STEMS, HTDEMUCS_FT_KWARGS, 4, identity_weights(len(FOUR_STEMS))),
         "htdemucs_6s": (SIX_STEMS, HTDEMUCS_6S_KWARGS, 1, None),
     }
     for index, (name, (sources, kwargs, count, weights)) in enumerate(bags.items()):

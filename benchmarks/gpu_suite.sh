@@ -45,6 +45,10 @@ timeout 240 "$PYTHON" -m benchmarks.roformer_gpu --profile || echo "roformer_gpu
 step "full-size random weights into $WEIGHTS"
 timeout 180 "$PYTHON" -m benchmarks.full_size_weights "$WEIGHTS"
 
+step "htdemucs_ft: segments per forward pass, 60 s track"
+timeout 120 "$PYTHON" -m benchmarks.demucs_speed --weights "$WEIGHTS" --device cuda --seconds 60 \
+    --batch-sizes 4 8 16 || echo "demucs_speed stopped (status $?)"
+
 step "cold start on CUDA"
 timeout 120 "$PYTHON" -m benchmarks.cold_start --weights "$WEIGHTS" --device cuda
 
