@@ -59,24 +59,24 @@ def measure_mode(separator: Separator, song: Path, mode: str, seconds: float, ou
         print(f"    {stage:20s} {(peak - monitor.idle_bytes) / input_bytes:6.2f}{seconds_text}")
 
 
-def print_gpu_bound(settings: SeparationSettings) -> None:
+def print_gpu_bound(settings: SeparationSettings, roformer_batch: int, demucs_batch: int) -> None:
     """What sits on the device at once, for the real geometries: no term grows with the track."""
-    batch_bytes = settings.batch_size * 2 * settings.chunk_samples * BYTES_PER_SAMPLE
+    batch_bytes = roformer_batch * 2 * settings.chunk_samples * BYTES_PER_SAMPLE
     segment_samples = int(SAMPLE_RATE * HTDEMUCS_SEGMENT_SECONDS)
     segment_bytes = 2 * segment_samples * BYTES_PER_SAMPLE
     print("\nGPU memory does not grow with the track (code reading of the two loops):")
     print(
         "  BS-RoFormer: separate_chunked moves one batch "
-        f"[{settings.batch_size}, 2, {settings.chunk_samples}] = {batch_bytes / 2**20:.1f} MiB to the device "
-        "at a time and brings its estimates back to the host before the next batch; the padded track, the "
-        "output accumulator and the window sums stay on the host. Activations depend on batch size and "
-        "chunk length only."
+        f"[{roformer_batch}, 2, {settings.chunk_samples}] = {batch_bytes / 2**20:.1f} MiB to the device "
+        "at a time and brings its estimates back to the host while the next batch runs; the padded track, "
+        "the output accumulator and the window sums stay on the host. Activations depend on batch size "
+        "and chunk length only."
     )
     print(
         "  Demucs: DemucsSeparator cuts, normalises and pads each segment on the host and moves "
-        f"[{settings.batch_size}, 2, {segment_samples}] ({settings.batch_size * segment_bytes / 2**20:.1f} "
+        f"[{demucs_batch}, 2, {segment_samples}] ({demucs_batch * segment_bytes / 2**20:.1f} "
         "MiB) to the device per forward pass; only the wanted sources of each output "
-        f"(at most [{settings.batch_size}, 6, 2, {segment_samples}]) come back, into a one-segment "
+        f"(at most [{demucs_batch}, 6, 2, {segment_samples}]) come back, into a one-segment "
         "cross-fade buffer and the output on the host."
     )
 
@@ -104,7 +104,11 @@ def main() -> None:
         separator = Separator(weights_dir, "cpu")
         for mode in args.modes:
             measure_mode(separator, song, mode, seconds, scratch / "out")
-        print_gpu_bound(SeparationSettings())
+        print_gpu_bound(
+            SeparationSettings(),
+            separator.model("bs_roformer_vocals").batch_size,
+            separator.model("htdemucs_ft").batch_size,
+        )
 
 
 if __name__ == "__main__":

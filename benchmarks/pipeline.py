@@ -14,7 +14,7 @@ each side's fp16 output is from its own fp32 output (SNR in dB; ours must be no 
 reference's).
 
     python -m benchmarks.pipeline [--seconds 300] [--modes vocals_instrumental all_4 all_6]
-        [--device cuda] [--precision auto] [--batch-size 4] [--compare-reference]
+        [--device cuda] [--precision auto] [--batch-size N] [--compare-reference]
         [--weights DIR] [--decoder auto|ffmpeg|soundfile] [--warmup-seconds S]
 """
 
@@ -349,7 +349,8 @@ def compare_reference(
     """
     device = separator.device
     name = next(n for n, spec in separator.plan.models.items() if spec["type"] == "bs_roformer")
-    ours = separator.model(name).model
+    ours_model = separator.model(name)
+    ours, ours_batch_size = ours_model.model, settings.batch_size or ours_model.batch_size
     config = load_config(separator.plan.config_dir / separator.plan.models[name]["config"])
     reference = reference_bs_roformer(config["model"])
     reference.load_state_dict(ours.state_dict(), strict=True)
@@ -357,7 +358,7 @@ def compare_reference(
     low = resolved_precision(settings.precision, device)
     audio_seconds = mix.shape[-1] / SAMPLE_RATE
 
-    def run_ours(precision: str, audio: torch.Tensor, batch_size: int = settings.batch_size) -> torch.Tensor:
+    def run_ours(precision: str, audio: torch.Tensor, batch_size: int = ours_batch_size) -> torch.Tensor:
         return separate_chunked(
             ours, audio, device, settings.chunk_samples, settings.overlap_samples, batch_size, precision
         )
@@ -370,7 +371,7 @@ def compare_reference(
         "reference fp16 autocast (batch 4)" if device.type == "cuda" else "reference (no autocast on CPU)"
     )
     runs = {
-        f"ours {low} (batch {settings.batch_size})": lambda audio: run_ours(low, audio),
+        f"ours {low} (batch {ours_batch_size})": lambda audio: run_ours(low, audio),
         "ours fp32": lambda audio: run_ours("fp32", audio),
         reference_low: lambda audio: run_reference(True, audio),
         "reference fp32": lambda audio: run_reference(False, audio),
@@ -417,7 +418,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--modes", nargs="+", default=["vocals_instrumental", "all_4", "all_6"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="chunks or segments per forward pass (default: per model)",
+    )
     parser.add_argument("--output-format", default="wav", choices=["wav", "flac", "mp3"])
     parser.add_argument("--weights", type=Path, default=DEFAULT_DIR, help=f"default {DEFAULT_DIR}")
     parser.add_argument("--decoder", default="auto", choices=["auto", "ffmpeg", "soundfile"])

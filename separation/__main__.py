@@ -40,7 +40,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--chunk-size", type=float, default=8.0, help="seconds per BS-RoFormer chunk")
     parser.add_argument("--overlap", type=float, default=4.0, help="seconds of overlap between chunks")
-    parser.add_argument("--batch-size", type=int, default=4, help="chunks per forward pass")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="chunks or segments per forward pass (default: each model's configured batch size)",
+    )
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
     parser.add_argument("--sample-rate", type=int, default=44100, choices=OUTPUT_SAMPLE_RATES)
     parser.add_argument("--wav-bit-depth", default="24", choices=WAV_BIT_DEPTHS)

@@ -51,12 +51,16 @@ class SeparationSettings:
     stems: str = "vocals_instrumental"
     chunk_seconds: float = 8.0
     overlap_seconds: float = 4.0
-    batch_size: int = 4  # BS-RoFormer chunks or Demucs segments per forward pass (speed, device memory)
+    batch_size: int | None = None  # chunks or segments per forward pass; None: each model's own default
     precision: str = "auto"
     max_duration_seconds: float = 1800.0
     output: OutputSettings = field(default_factory=OutputSettings)
 
     def __post_init__(self):
+        if self.batch_size is not None and (
+            isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1
+        ):
+            raise SettingsError(f"batch size must be an integer >= 1, got {self.batch_size!r}")
         if self.overlap_seconds >= self.chunk_seconds:
             raise SettingsError(
                 f"overlap ({self.overlap_seconds} s) must be below chunk_size ({self.chunk_seconds} s)"
@@ -112,7 +116,9 @@ class RoformerModel:
     def __init__(self, spec: dict, plan: StemPlan, weights_dir: Path, device: torch.device):
         config_path = plan.config_dir / spec["config"]
         self.checkpoint_path = weights_dir / spec["checkpoint"]
-        self.stems: list[str] = load_config(config_path)["stems"]
+        config = load_config(config_path)
+        self.stems: list[str] = config["stems"]
+        self.batch_size: int = config["inference"]["batch_size"]
         self.device = device
         check_checkpoint_file(self.checkpoint_path)
         self.model = load_bs_roformer(config_path, self.checkpoint_path, device)
@@ -125,7 +131,7 @@ class RoformerModel:
             self.device,
             settings.chunk_samples,
             settings.overlap_samples,
-            settings.batch_size,
+            settings.batch_size or self.batch_size,
             settings.precision,
             progress,
         )
@@ -137,12 +143,14 @@ class DemucsModel:
 
     def __init__(self, spec: dict, separator: DemucsSeparator):
         self.bag = spec["bag"]
+        self.batch_size: int = spec.get("batch_size", 1)
         self.separator = separator
         check_bag_files(self.bag, separator.bag_dir)
         separator.preload(self.bag)
 
     def separate(self, mix, wanted, settings: SeparationSettings, progress) -> dict[str, torch.Tensor]:
-        return self.separator.separate(self.bag, mix, wanted, progress, settings.batch_size)
+        batch_size = settings.batch_size or self.batch_size
+        return self.separator.separate(self.bag, mix, wanted, progress, batch_size)
 
 
 def check_checkpoint_file(path: Path) -> None:

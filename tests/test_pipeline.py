@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+import separation.pipeline as pipeline_module
 from separation.audio import OutputSettings
+from separation.demucs_wrapper import DemucsSeparator
 from separation.errors import SettingsError, WeightsError
 from separation.pipeline import CONFIG_DIR, PLAN_FILE_NAME, Reporter, SeparationSettings, Separator, StemPlan
 from separation.progress import LogReporter
@@ -65,6 +67,34 @@ def test_unknown_mode_is_a_clear_error():
 def test_overlap_must_be_below_chunk(chunk, overlap):
     with pytest.raises(SettingsError, match=r"overlap .* must be below chunk"):
         SeparationSettings(chunk_seconds=chunk, overlap_seconds=overlap)
+
+
+@pytest.mark.parametrize("batch_size", [0, -2, 1.5, True])
+def test_bad_batch_size_is_a_clear_error(batch_size):
+    with pytest.raises(SettingsError, match="batch size must be an integer >= 1"):
+        SeparationSettings(batch_size=batch_size)
+
+
+@pytest.mark.parametrize(("requested", "roformer_batch", "demucs_batch"), [(None, 4, 8), (2, 2, 2)])
+def test_models_use_their_configured_batch_size_unless_the_request_sets_one(
+    separator, song, tmp_path, monkeypatch, requested, roformer_batch, demucs_batch
+):
+    """The RoFormer's default is its config's inference.batch_size, Demucs' the plan's batch_size."""
+    used = {}
+    real_chunked, real_demucs = pipeline_module.separate_chunked, DemucsSeparator.separate
+
+    def chunked(model, mix, device, chunk, overlap, batch_size, *args):
+        used["roformer"] = batch_size
+        return real_chunked(model, mix, device, chunk, overlap, batch_size, *args)
+
+    def demucs(self, name, mix, wanted, progress, batch_size):
+        used["demucs"] = batch_size
+        return real_demucs(self, name, mix, wanted, progress, batch_size)
+
+    monkeypatch.setattr(pipeline_module, "separate_chunked", chunked)
+    monkeypatch.setattr(DemucsSeparator, "separate", demucs)
+    separator.separate_file(song, tmp_path, SeparationSettings(stems="all_4", batch_size=requested))
+    assert used == {"roformer": roformer_batch, "demucs": demucs_batch}
 
 
 def test_setup_loads_setup_models_only(separator):
