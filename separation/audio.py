@@ -20,9 +20,12 @@ exceed 1.0; the float pipeline keeps those values.
 
 Encoding (`write_stem`) writes `<out_dir>/<stem_name>.<ext>`. Integer formats and MP3 never wrap around:
 a stem whose peak exceeds the format's full scale is either scaled down to a peak of -0.1 dBFS (clip policy
-"rescale", logged) or hard-clipped ("clamp"). 32-bit float WAV keeps every value as it is.
+"rescale", logged) or hard-clipped ("clamp"). 32-bit float WAV keeps every value as it is. `StemStream`
+writes the same file while the stem is still being computed, block by block at 44.1 kHz; only a stem that
+needs "rescale" is written a second time, whole, when it is complete.
 """
 
+import contextlib
 import functools
 import json
 import logging
@@ -555,37 +558,94 @@ def write_stem(stem, stem_name: str, out_dir: Path, settings: OutputSettings) ->
     `stem`: float32 [2, samples] at SAMPLE_RATE (numpy, or anything np.asarray accepts, e.g. a CPU tensor).
     It is resampled to `settings.sample_rate` with soxr VHQ, then peaks above full scale are handled by
     `settings.clip_policy` for every format except 32-bit float WAV. Samples are converted and written in
-    blocks of `_WRITE_BLOCK_FRAMES`, so encoding holds no second copy of a long stem.
+    blocks of `_WRITE_BLOCK_FRAMES`, so encoding holds no second copy of a long stem. A write that fails
+    leaves no file behind.
     """
     audio = _checked_stem(stem, stem_name)  # [2, samples]
+    path = _stem_path(stem_name, out_dir, settings)
     audio = resample(audio, SAMPLE_RATE, settings.sample_rate)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{stem_name}.{settings.extension}"
-    if settings.format == "mp3":
-        gain = _peak_gain(audio, 1.0, stem_name, settings.clip_policy)
-        _write_mp3(_float_blocks(audio, gain, 1.0), path, settings)
-    elif settings.format == "wav" and settings.wav_bit_depth == "32-float":
-        with sf.SoundFile(path, "w", settings.sample_rate, 2, subtype="FLOAT", format="WAV") as f:
-            for block in _float_blocks(audio, 1.0, None):
-                f.write(block)
-    else:
-        bits = 16 if settings.wav_bit_depth == "16" else 24
-        full_scale = (2 ** (bits - 1) - 1) / 2 ** (bits - 1)  # the largest positive integer sample
-        gain = _peak_gain(audio, full_scale, stem_name, settings.clip_policy)
-        subtype, container = f"PCM_{bits}", settings.format.upper()
-        with sf.SoundFile(path, "w", settings.sample_rate, 2, subtype=subtype, format=container) as f:
-            for block in _float_blocks(audio, gain, full_scale):
-                f.write(_to_pcm(block, bits))
+    full_scale = _full_scale(settings)
+    gain = 1.0 if full_scale is None else _peak_gain(audio, full_scale, stem_name, settings.clip_policy)
+    with _open_encoder(path, settings) as encoder:
+        encoder.write(audio, gain)
     return path
 
 
-def _checked_stem(stem, stem_name: str) -> np.ndarray:
-    """float32 [2, samples] view of `stem`; ValueError for a bad name, shape or non-finite samples."""
+class StemStream:
+    """A stem file written block by block while the stem is still being computed, at SAMPLE_RATE only.
+
+    `write(block)` takes the stem's float32 [2, n] blocks at SAMPLE_RATE in order and encodes them at gain
+    1 (integer formats and MP3 clipped at full scale, as write_stem's "clamp"), tracking the peak.
+    `close(stem)` takes the whole stem [2, samples] (the blocks joined) and finishes the file: it is then
+    the file write_stem(stem, ...) writes. Where the peak exceeded full scale under clip policy
+    "rescale", close rewrites it with write_stem, which scales the whole stem down first. Other output
+    rates are not streamed (the constructor raises SettingsError): write_stem resamples the whole stem.
+
+    Leaving a `with` block without close(), or abort(), stops the encoder and removes the partial file.
+    """
+
+    def __init__(self, stem_name: str, out_dir: Path, settings: OutputSettings):
+        if settings.sample_rate != SAMPLE_RATE:
+            raise SettingsError(
+                f"stems are streamed at {SAMPLE_RATE} Hz only, not {settings.sample_rate} Hz; "
+                "write the whole stem with write_stem"
+            )
+        self.stem_name, self.settings = stem_name, settings
+        self.path = _stem_path(stem_name, out_dir, settings)
+        self._encoder = _open_encoder(self.path, settings)
+        self._peak = 0.0  # of the samples written so far, before clipping
+        self._frames = 0
+        self._open = True
+
+    def __enter__(self) -> "StemStream":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._open:
+            self.abort()
+
+    def write(self, block) -> None:
+        """Encode the stem's next float32 [2, n] block; ValueError for a bad shape or non-finite samples."""
+        audio = _checked_stem(block, self.stem_name)
+        self._peak = max(self._peak, _peak(audio))
+        self._encoder.write(audio, 1.0)
+        self._frames += audio.shape[1]
+
+    def close(self, stem) -> Path:
+        """Finish the file given the whole stem, float32 [2, samples] (what was written); return its path."""
+        audio = np.asarray(stem, dtype=np.float32)
+        if audio.shape != (2, self._frames):
+            self.abort()
+            raise ValueError(
+                f"stem {self.stem_name!r} of shape {list(audio.shape)} is not the {self._frames} frames "
+                "streamed"
+            )
+        self._open = False
+        self._encoder.finish()
+        full_scale = self._encoder.full_scale
+        if full_scale is not None and self._peak > full_scale and self.settings.clip_policy == "rescale":
+            return write_stem(audio, self.stem_name, self.path.parent, self.settings)
+        return self.path
+
+    def abort(self) -> None:
+        """Stop the encoder and remove the partial file."""
+        self._open = False
+        self._encoder.abort()
+
+
+def _stem_path(stem_name: str, out_dir: Path, settings: OutputSettings) -> Path:
+    """`out_dir/<stem_name>.<ext>`, creating out_dir; ValueError unless the name is a safe file name."""
     if not re.fullmatch(r"[A-Za-z0-9_-]+", stem_name):
         raise ValueError(
             f"stem name {stem_name!r} must be letters, digits, '_' or '-' (it becomes a file name)"
         )
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir / f"{stem_name}.{settings.extension}"
+
+
+def _checked_stem(stem, stem_name: str) -> np.ndarray:
+    """float32 [2, samples] view of `stem`; ValueError for a bad shape or non-finite samples."""
     audio = np.asarray(stem, dtype=np.float32)
     if audio.ndim != 2 or audio.shape[0] != 2:
         raise ValueError(f"stem {stem_name!r} must be [2, samples], got shape {list(audio.shape)}")
@@ -594,13 +654,34 @@ def _checked_stem(stem, stem_name: str) -> np.ndarray:
     return audio
 
 
+def _pcm_bits(settings: OutputSettings) -> int | None:
+    """Bits per integer sample of a WAV or FLAC file; None for float WAV and for MP3."""
+    if settings.format == "mp3" or (settings.format == "wav" and settings.wav_bit_depth == "32-float"):
+        return None
+    return 16 if settings.wav_bit_depth == "16" else 24
+
+
+def _full_scale(settings: OutputSettings) -> float | None:
+    """The largest sample value a stem file holds: the largest integer sample for WAV and FLAC, 1.0 for
+    MP3 (LAME's float input), None (no limit) for 32-bit float WAV."""
+    bits = _pcm_bits(settings)
+    if bits is not None:
+        return (2 ** (bits - 1) - 1) / 2 ** (bits - 1)
+    return 1.0 if settings.format == "mp3" else None
+
+
+def _peak(audio: np.ndarray) -> float:
+    """max |sample| of float32 [2, samples], without an |audio| copy."""
+    return max(float(audio.max(initial=0.0)), -float(audio.min(initial=0.0)))
+
+
 def _peak_gain(audio: np.ndarray, full_scale: float, stem_name: str, clip_policy: str) -> float:
     """The gain that keeps float32 [2, samples] within +-full_scale under "rescale"; 1 otherwise.
 
     "rescale" brings a clipping stem's peak to RESCALE_PEAK_DBFS (logged); "clamp" keeps the gain at 1
     and `_float_blocks` clips.
     """
-    peak = max(float(audio.max(initial=0.0)), -float(audio.min(initial=0.0)))  # no |audio| copy
+    peak = _peak(audio)
     if peak <= full_scale or clip_policy == "clamp":
         return 1.0
     gain = 10 ** (RESCALE_PEAK_DBFS / 20) / peak
@@ -638,48 +719,130 @@ def _to_pcm(block: np.ndarray, bits: int) -> np.ndarray:
     return samples.astype(np.int32) << 8
 
 
-def _write_mp3(blocks: Iterator[np.ndarray], path: Path, settings: OutputSettings) -> None:
-    """Encode float32 [frames, 2] blocks to a constant-bit-rate MP3 with ffmpeg's libmp3lame.
+class _Encoder:
+    """A stem file being written: float32 [2, samples] in, samples clipped at `full_scale` (if any).
+
+    As a context manager it finishes the file on success and aborts (no file left) on an exception.
+    """
+
+    def __init__(self, path: Path, settings: OutputSettings):
+        self.path = path
+        self.full_scale = _full_scale(settings)
+
+    def __enter__(self) -> "_Encoder":
+        return self
+
+    def __exit__(self, exc_type, *exc_info) -> None:
+        if exc_type is None:
+            self.finish()
+        else:
+            self.abort()
+
+    def write(self, audio: np.ndarray, gain: float) -> None:
+        """Append float32 [2, samples] times `gain`, clipped at full scale (if any), block by block."""
+        for frames in _float_blocks(audio, gain, self.full_scale):
+            self._write_frames(frames)
+
+    def _write_frames(self, frames: np.ndarray) -> None:
+        """Append interleaved float32 [frames, 2] samples."""
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """Complete the file."""
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """Stop writing and remove the file."""
+        raise NotImplementedError
+
+
+def _open_encoder(path: Path, settings: OutputSettings) -> _Encoder:
+    return _Mp3Encoder(path, settings) if settings.format == "mp3" else _SoundFileEncoder(path, settings)
+
+
+class _SoundFileEncoder(_Encoder):
+    """WAV (16 or 24-bit integer, 32-bit float) or FLAC (16 or 24-bit) through libsndfile."""
+
+    def __init__(self, path: Path, settings: OutputSettings):
+        super().__init__(path, settings)
+        self._bits = _pcm_bits(settings)
+        subtype = "FLOAT" if self._bits is None else f"PCM_{self._bits}"
+        container = settings.format.upper()
+        self._file = sf.SoundFile(path, "w", settings.sample_rate, 2, subtype=subtype, format=container)
+
+    def _write_frames(self, frames: np.ndarray) -> None:
+        self._file.write(frames if self._bits is None else _to_pcm(frames, self._bits))
+
+    def finish(self) -> None:
+        self._file.close()
+
+    def abort(self) -> None:
+        self._file.close()
+        self.path.unlink(missing_ok=True)
+
+
+class _Mp3Encoder(_Encoder):
+    """A constant-bit-rate MP3 from ffmpeg's libmp3lame, fed float32 samples through its stdin.
 
     ffmpeg rather than the `lameenc` package: lameenc takes only 16-bit integer input, so the stem would be
     quantised once before the lossy encoder, while libmp3lame gets the float samples; and ffmpeg writes the
     LAME/Xing header with encoder delay and padding, so decoders return exactly the original samples' span.
     ffmpeg is already required for decoding.
     """
-    _require_ffmpeg_encoder("libmp3lame")
-    command = [
-        *FFMPEG_QUIET,
-        "-f",
-        "f32le",
-        "-ar",
-        str(settings.sample_rate),
-        "-ac",
-        "2",
-        "-i",
-        "pipe:0",
-        "-c:a",
-        "libmp3lame",
-        "-b:a",
-        f"{settings.mp3_bitrate}k",
-        "-f",
-        "mp3",
-        "-y",
-        f"file:{path.absolute()}",
-    ]
-    with tempfile.TemporaryFile() as log:  # a file, not a pipe: ffmpeg can never block on its own log
-        encoder = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=log)
+
+    def __init__(self, path: Path, settings: OutputSettings):
+        super().__init__(path, settings)
+        _require_ffmpeg_encoder("libmp3lame")
+        command = [
+            *FFMPEG_QUIET,
+            "-f",
+            "f32le",
+            "-ar",
+            str(settings.sample_rate),
+            "-ac",
+            "2",
+            "-i",
+            "pipe:0",
+            "-c:a",
+            "libmp3lame",
+            "-b:a",
+            f"{settings.mp3_bitrate}k",
+            "-f",
+            "mp3",
+            "-y",
+            f"file:{path.absolute()}",
+        ]
+        self._log = tempfile.TemporaryFile()  # a file, not a pipe: ffmpeg can never block on its own log
         try:
-            for block in blocks:
-                encoder.stdin.write(block.tobytes())
+            self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=self._log)
+        except OSError:
+            self._log.close()
+            raise
+
+    def _write_frames(self, frames: np.ndarray) -> None:
+        try:
+            self._process.stdin.write(frames.tobytes())
         except BrokenPipeError:
-            pass  # ffmpeg stopped early; its exit status and log say why
-        finally:
-            encoder.stdin.close()
-            returncode = encoder.wait()
-        log.seek(0)
-        reason = log.read().decode(errors="replace")
-    if returncode != 0:
-        raise SeparationError(f"Writing {path.name} failed: {_short_reason(reason, path)}")
+            pass  # ffmpeg stopped early; finish() reports its exit status and log
+
+    def finish(self) -> None:
+        with contextlib.suppress(BrokenPipeError):
+            self._process.stdin.close()
+        returncode = self._process.wait()
+        self._log.seek(0)
+        reason = self._log.read().decode(errors="replace")
+        self._log.close()
+        if returncode != 0:
+            self.path.unlink(missing_ok=True)
+            raise SeparationError(f"Writing {self.path.name} failed: {_short_reason(reason, self.path)}")
+
+    def abort(self) -> None:
+        self._process.kill()
+        with contextlib.suppress(OSError):  # flushing into the killed process's pipe
+            self._process.stdin.close()
+        self._process.wait()
+        self._log.close()
+        self.path.unlink(missing_ok=True)
 
 
 @functools.cache

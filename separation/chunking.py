@@ -20,6 +20,11 @@ The track and the output stay in host memory; one batch of chunks is computed on
 a time. On CUDA the host work overlaps the device's: a batch's estimates are copied back
 asynchronously and added into the output while the next batch is computed. The loop between
 batches is Python, so a cancelled prediction stops within two batches.
+
+Output samples become final progressively: once a batch is added, no later chunk reaches a sample
+before the next chunk's start, so those samples are divided by their weight there and then (each
+exactly once, so the result does not depend on when) and can be handed on (`on_final`), e.g. to
+an encoder that runs while the device computes the rest.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 CROSSFADE_RAMP_FRACTION = 0.1  # each ramp of a crossfade lasts this fraction of the overlap
 
 ProgressCallback = Callable[[int, int], None]  # (chunks done, chunks in total)
+FinalCallback = Callable[[int, torch.Tensor], None]  # (first sample, final block [stems, channels, n])
 
 
 def crossfade(fade_samples: int) -> torch.Tensor:
@@ -129,11 +135,16 @@ def separate_chunked(
     batch_size: int = 4,
     precision: str = "auto",
     progress: ProgressCallback | None = None,
+    on_final: FinalCallback | None = None,
 ) -> torch.Tensor:
     """Apply `model` ([batch, channels, samples] -> [batch, stems, channels, samples]) to a track.
 
     waveform: [channels, samples] float32 on the CPU. Returns [stems, channels, samples] float32
-    on the CPU. `progress(done, total)` is called after every batch of chunks.
+    on the CPU. `progress(done, total)` is called after every batch of chunks. `on_final(first,
+    block)` receives the output in order as it becomes final, in contiguous spans that cover every
+    sample once: block is [stems, channels, n] float32 on the CPU, a view of the returned tensor
+    holding samples first .. first + n - 1, which never changes afterwards. It is called on this
+    thread, between batches, so it should only hand the block on.
     """
     check_chunking(chunk_samples, overlap_samples)
     if batch_size < 1:
@@ -149,10 +160,24 @@ def separate_chunked(
     right_pad_samples = padded_samples - num_samples - overlap_samples
     padded = pad_reflect_then_zero(waveform.float(), overlap_samples, right_pad_samples)
     window = chunk_window(chunk_samples, overlap_samples)  # [chunk]
+    real_end = overlap_samples + num_samples  # the track is padded[..., overlap_samples:real_end]
 
     output: torch.Tensor | None = None  # [stems, channels, padded_samples]
     weight = torch.zeros(padded_samples)  # [padded_samples]
     done = 0
+    final_end = overlap_samples  # padded samples of the track before this one are final
+
+    def finalise(until: int) -> None:
+        """Divide the track's samples from `final_end` to padded index `until` by their weight; emit them."""
+        nonlocal final_end
+        until = min(until, real_end)
+        if until <= final_end:
+            return
+        span = slice(final_end, until)
+        output[..., span] /= weight[span]
+        if on_final is not None:
+            on_final(final_end - overlap_samples, output[..., span])
+        final_end = until
 
     def add_to_output(batch_starts: list[int], estimates: torch.Tensor, copied) -> None:
         """Overlap-add a batch's estimates [b, stems, channels, chunk] once their copy has arrived."""
@@ -165,6 +190,7 @@ def separate_chunked(
             output[..., start : start + chunk_samples] += estimate * window
             weight[start : start + chunk_samples] += window
         done += len(batch_starts)
+        finalise(starts[done] if done < len(starts) else real_end)  # no later chunk reaches back further
         if progress is not None:
             progress(done, len(starts))
 
@@ -179,10 +205,7 @@ def separate_chunked(
             in_flight = (batch_starts, *start_copy_to_host(estimates))
         add_to_output(*in_flight)
 
-    real = slice(overlap_samples, overlap_samples + num_samples)
-    output = output[..., real]  # a view: no second track-sized buffer (the padding is a few seconds)
-    output /= weight[real]
-    return output
+    return output[..., overlap_samples:real_end]  # a view: no second track-sized buffer (padding: seconds)
 
 
 def separate_vocals(model, waveform, device, chunk_samples, overlap_samples, **options) -> torch.Tensor:

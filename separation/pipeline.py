@@ -7,16 +7,18 @@ RoFormer, a multi-stem RoFormer) is a config change. `instrumental` is always mi
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 
-from .audio import SAMPLE_RATE, OutputSettings, decode_audio, write_stem
+from .audio import SAMPLE_RATE, OutputSettings, StemStream, decode_audio, write_stem
 from .chunking import check_chunking, separate_chunked
 from .demucs_wrapper import FETCH_COMMAND, DemucsSeparator, check_bag_files
 from .errors import SettingsError, WeightsError
@@ -26,6 +28,7 @@ from .weights import default_weights_dir
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 PLAN_FILE_NAME = "stems.yaml"
 WRITER_THREADS = 4  # stems encoded at once
+FinalStems = Callable[[int, dict[str, torch.Tensor]], None]  # (first sample, {stem: final [2, n] block})
 
 
 class Reporter:
@@ -123,8 +126,19 @@ class RoformerModel:
         check_checkpoint_file(self.checkpoint_path)
         self.model = load_bs_roformer(config_path, self.checkpoint_path, device)
 
-    def separate(self, mix, wanted, settings: SeparationSettings, progress) -> dict[str, torch.Tensor]:
-        """mix: [2, samples] CPU float32 -> {stem: [2, samples]} for the wanted stems."""
+    def separate(
+        self, mix, wanted, settings: SeparationSettings, progress, on_final: FinalStems | None = None
+    ) -> dict[str, torch.Tensor]:
+        """mix: [2, samples] CPU float32 -> {stem: [2, samples]} for the wanted stems.
+
+        `on_final(first_sample, {stem: [2, n]})` receives the wanted stems as they become final
+        (see `separate_chunked`'s on_final).
+        """
+        indices = {stem: self.stems.index(stem) for stem in wanted}
+
+        def final_stems(first_sample: int, block: torch.Tensor) -> None:  # block: [stems, 2, n]
+            on_final(first_sample, {stem: block[index] for stem, index in indices.items()})
+
         estimates = separate_chunked(  # [stems, 2, samples]
             self.model,
             mix,
@@ -134,8 +148,9 @@ class RoformerModel:
             settings.batch_size or self.batch_size,
             settings.precision,
             progress,
+            on_final=final_stems if on_final is not None else None,
         )
-        return {stem: estimates[self.stems.index(stem)] for stem in wanted}
+        return {stem: estimates[index] for stem, index in indices.items()}
 
 
 class DemucsModel:
@@ -218,7 +233,9 @@ class Separator:
         """Decode `audio_path`, separate it, write `<stem>.<ext>` files; return them in output order.
 
         Each stem is handed to a writer thread as soon as it exists, so encoding (ffmpeg, libsndfile:
-        outside the GIL) overlaps the next model and the other stems' encoding.
+        outside the GIL) overlaps the next model and the other stems' encoding. A BS-RoFormer's stems
+        (and the instrumental) are encoded while the model still runs, block by block as they become
+        final, where the output rate is the models' own (`StreamedStems`).
         """
         reporter = reporter or Reporter()
         order = self.plan.stems_of(settings.stems)
@@ -230,25 +247,109 @@ class Separator:
                 pending[stem] = writer.submit(write_stem, audio.numpy(), stem, out_dir, settings.output)
 
             with timed(reporter, "decode"):
-                mix = decode_audio(audio_path, max_duration_seconds=settings.max_duration_seconds)
-                mix = torch.from_numpy(mix)  # [2, samples]
+                mix_array = decode_audio(audio_path, max_duration_seconds=settings.max_duration_seconds)
+                mix = torch.from_numpy(mix_array)  # [2, samples], sharing mix_array's memory
             reporter.decoded(mix.shape[-1] / SAMPLE_RATE)
             for model_name, stems in self.plan.modes[settings.stems].items():
-                with timed(reporter, model_name):
-                    results = self.model(model_name).separate(
-                        mix,
-                        stems,
-                        settings,
-                        lambda done, total, s=model_name: reporter.progress(s, done, total),
-                    )
-                for stem, audio in results.items():
-                    write(stem, audio)
-                if "vocals" in results:
-                    write("instrumental", mix - results["vocals"])
+                model = self.model(model_name)
+                progress = functools.partial(reporter.progress, model_name)
+                if isinstance(model, RoformerModel) and settings.output.sample_rate == SAMPLE_RATE:
+                    with (
+                        timed(reporter, model_name),
+                        StreamedStems(stems, out_dir, settings.output) as streams,
+                    ):
+                        results = model.separate(mix, stems, settings, progress, streams.on_final(mix_array))
+                        pending.update(streams.close(results, mix_array))
+                else:
+                    with timed(reporter, model_name):
+                        results = model.separate(mix, stems, settings, progress)
+                    for stem, audio in results.items():
+                        write(stem, audio)
+                    if "vocals" in results:
+                        write("instrumental", mix - results["vocals"])
                 del results  # a stem's memory goes with its writer task
             with timed(reporter, "write"):  # what encoding adds after the last model
                 written = {stem: task.result() for stem, task in pending.items()}
         return [written[stem] for stem in order]
+
+
+class StreamedStems:
+    """A model's stems, and the instrumental where vocals are among them, written while it runs.
+
+    Each stem has a `StemStream` and its own writer thread, which encodes the stem's blocks in the
+    order they were queued; the model's thread only queues them. The instrumental's blocks (mix -
+    vocals) are computed on its writer thread. A failed write is raised by the stem's close future
+    (and its file removed). As a context manager it aborts every stream when the block raises: the
+    writer threads stop, no partial file stays, no encoder process is left.
+    """
+
+    def __init__(self, stems: list[str], out_dir: Path, settings: OutputSettings):
+        names = [*stems, "instrumental"] if "vocals" in stems else list(stems)
+        self._streams: dict[str, StemStream] = {}
+        self._threads: dict[str, ThreadPoolExecutor] = {}
+        self._writes: dict[str, list[Future[None]]] = {}
+        try:
+            for name in names:
+                self._streams[name] = StemStream(name, out_dir, settings)
+                self._threads[name] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"write-{name}")
+                self._writes[name] = []
+        except BaseException:
+            self.abort()
+            raise
+
+    def __enter__(self) -> StreamedStems:
+        return self
+
+    def __exit__(self, exc_type, *exc_info) -> None:
+        if exc_type is not None:
+            self.abort()
+
+    def on_final(self, mix: np.ndarray) -> FinalStems:
+        """The model's on_final for the track `mix` (float32 [2, samples]): queue each stem's block."""
+
+        def queue(first_sample: int, blocks: dict[str, torch.Tensor]) -> None:
+            for stem, block in blocks.items():  # [2, n], final: never changed afterwards
+                self._queue(stem, self._streams[stem].write, block.numpy())
+            if "instrumental" in self._streams:
+                span = slice(first_sample, first_sample + blocks["vocals"].shape[-1])
+                self._queue("instrumental", self._write_instrumental, mix[:, span], blocks["vocals"].numpy())
+
+        return queue
+
+    def _queue(self, stem: str, task: Callable, *args) -> None:
+        self._writes[stem].append(self._threads[stem].submit(task, *args))
+
+    def _write_instrumental(self, mix: np.ndarray, vocals: np.ndarray) -> None:
+        """Write mix - vocals (float32 [2, n] each) to the instrumental's stream."""
+        self._streams["instrumental"].write(mix - vocals)
+
+    def close(self, results: dict[str, torch.Tensor], mix: np.ndarray) -> dict[str, Future[Path]]:
+        """Queue every stream's close after its writes, with its whole stem (results' [2, samples]; the
+        instrumental: mix - vocals, computed on its thread). Returns {stem: future of its file's path}."""
+        whole = {stem: audio.numpy for stem, audio in results.items()}
+        if "instrumental" in self._streams:
+            whole["instrumental"] = functools.partial(np.subtract, mix, results["vocals"].numpy())
+        closed = {stem: self._threads[stem].submit(self._close, stem, whole[stem]) for stem in self._streams}
+        for thread in self._threads.values():
+            thread.shutdown(wait=False)  # each thread ends once its queue is done
+        return closed
+
+    def _close(self, stem: str, whole_stem: Callable[[], np.ndarray]) -> Path:
+        """On the stem's thread, after its writes: finish its file, or remove it if a write failed."""
+        try:
+            for write in self._writes[stem]:
+                write.result()  # already done (same thread, in order): raises a failed write's error
+            return self._streams[stem].close(whole_stem())
+        except BaseException:
+            self._streams[stem].abort()
+            raise
+
+    def abort(self) -> None:
+        """Drop the queued writes, wait for the running ones, stop every encoder and remove its file."""
+        for thread in self._threads.values():
+            thread.shutdown(wait=True, cancel_futures=True)
+        for stream in self._streams.values():
+            stream.abort()
 
 
 class timed:

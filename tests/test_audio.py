@@ -4,6 +4,7 @@ and writing stems. Every fixture is generated in tmp_path with numpy, soundfile 
 Arrays built here for soundfile are [samples, channels]; separation.audio uses [channels, samples].
 """
 
+import itertools
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ from separation.audio import (
     RESCALE_PEAK_DBFS,
     SAMPLE_RATE,
     OutputSettings,
+    StemStream,
     _Deadline,
     _FfmpegPipe,
     decode_audio,
@@ -677,3 +679,90 @@ def test_stems_longer_than_one_write_block_are_written_whole_and_in_order(tmp_pa
     )
     tolerance = {"mp3": 0.02, "flac": 2**-14}.get(settings.format, 2**-22)
     np.testing.assert_allclose(written, stem * np.float32(gain), rtol=0, atol=tolerance)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Streaming
+
+
+STREAMED_FORMATS = [
+    OutputSettings(format="wav", wav_bit_depth="16"),
+    OutputSettings(format="wav", wav_bit_depth="24"),
+    OutputSettings(format="wav", wav_bit_depth="32-float"),
+    OutputSettings(format="flac", wav_bit_depth="16"),
+    OutputSettings(format="flac", wav_bit_depth="24"),
+    OutputSettings(format="mp3", mp3_bitrate=192),
+]
+
+
+def ffmpeg_children() -> list[int]:
+    """Process ids of this process's ffmpeg children (zombies included), from /proc."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            name, fields = stat.read_text().rsplit(")", 1)
+        except OSError:  # the process ended meanwhile
+            continue
+        if name.endswith("(ffmpeg") and int(fields.split()[1]) == os.getpid():
+            children.append(int(stat.parent.name))
+    return children
+
+
+def stream_in_blocks(stream: StemStream, stem: np.ndarray, cuts=(1, 500, 4410, 30_000, 60_001)) -> None:
+    """Write `stem` [2, samples] to `stream` in blocks of uneven sizes (cut before each index in `cuts`)."""
+    edges = [0, *cuts, stem.shape[1]]
+    for start, end in itertools.pairwise(edges):
+        stream.write(stem[:, start:end])
+
+
+@pytest.mark.parametrize("settings", STREAMED_FORMATS, ids=lambda s: f"{s.format}-{s.wav_bit_depth}")
+@pytest.mark.parametrize(
+    ("peak", "policy"),
+    [(0.9, "rescale"), (1.5, "clamp"), (1.5, "rescale")],
+    ids=["quiet", "clamped", "rescaled"],
+)
+def test_a_streamed_stem_is_the_file_write_stem_writes(tmp_path, settings, peak, policy):
+    """Byte for byte, MP3 included: ffmpeg's raw-PCM demuxer reads the pipe in fixed-size packets and
+    LAME's header holds only settings and lengths, so how the samples arrive does not show."""
+    settings = OutputSettings(**{**settings.__dict__, "clip_policy": policy})
+    stem = stem_signal(peak)
+    expected = write_stem(stem, "bass", tmp_path / "whole", settings)
+    with StemStream("bass", tmp_path / "streamed", settings) as stream:
+        stream_in_blocks(stream, stem)
+        path = stream.close(stem)
+    assert path == tmp_path / "streamed" / expected.name
+    assert path.read_bytes() == expected.read_bytes()
+
+
+def test_streams_at_other_output_rates_are_refused(tmp_path):
+    with pytest.raises(SettingsError, match="44100 Hz only"):
+        StemStream("vocals", tmp_path, OutputSettings(sample_rate=48000))
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("settings", [STREAMED_FORMATS[1], STREAMED_FORMATS[-1]], ids=["wav", "mp3"])
+def test_an_abandoned_stream_leaves_no_file_and_no_encoder(tmp_path, settings):
+    stem = stem_signal()
+    with pytest.raises(RuntimeError, match="model failed"):
+        with StemStream("vocals", tmp_path, settings) as stream:
+            stream.write(stem[:, :10_000])
+            raise RuntimeError("model failed")
+    assert not list(tmp_path.iterdir()) and not ffmpeg_children()
+
+
+def test_closing_with_a_stem_that_was_not_streamed_is_an_error(tmp_path):
+    stem = stem_signal()
+    stream = StemStream("vocals", tmp_path, OutputSettings(format="mp3"))
+    stream.write(stem[:, :1000])
+    with pytest.raises(ValueError, match="1000 frames"):
+        stream.close(stem)
+    assert not list(tmp_path.iterdir()) and not ffmpeg_children()
+
+
+def test_a_streamed_block_with_nan_is_refused(tmp_path):
+    block = stem_signal()[:, :100].copy()
+    block[1, 7] = np.nan
+    with StemStream("vocals", tmp_path, OutputSettings()) as stream:
+        with pytest.raises(ValueError, match="NaN"):
+            stream.write(block)
+    assert not list(tmp_path.iterdir())

@@ -146,3 +146,44 @@ def test_bf16_path_runs_on_cpu():
 def test_unknown_precision_is_a_clear_error():
     with pytest.raises(SettingsError, match="precision"):
         separate_vocals(Identity(), torch.zeros(2, 100), "cpu", CHUNK, OVERLAP, precision="int8")
+
+
+class ChunkDependent(torch.nn.Module):
+    """[b, c, t] -> [b, 2, c, t]: each chunk scaled by its own mean, so every chunk counts differently."""
+
+    def forward(self, x):
+        scaled = x * (1 + x.mean(dim=-1, keepdim=True))
+        return torch.stack([scaled, -scaled], dim=1)
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 5])
+@pytest.mark.parametrize("overlap", [0, OVERLAP, 800])
+def test_final_blocks_cover_the_track_once_in_order_and_never_change(batch_size, overlap):
+    waveform = torch.randn(2, 12 * (CHUNK - OVERLAP) + 123, generator=torch.Generator().manual_seed(1))
+    received = []  # (first sample, the block as it was when received, the block itself)
+
+    def on_final(first_sample, block):
+        received.append((first_sample, block.clone(), block))
+
+    stems = separate_chunked(
+        ChunkDependent(), waveform, "cpu", CHUNK, overlap, batch_size=batch_size, on_final=on_final
+    )
+    assert len(received) > 1
+    firsts = [first for first, _, _ in received]
+    ends = [first + block.shape[-1] for first, block, _ in received]
+    assert firsts == [0, *ends[:-1]] and ends[-1] == waveform.shape[1]  # contiguous, complete, in order
+    assert all(block.shape[:2] == (2, 2) and block.shape[-1] > 0 for _, block, _ in received)
+    assert torch.equal(torch.cat([copy for _, copy, _ in received], dim=-1), stems)
+    assert all(torch.equal(copy, block) for _, copy, block in received)  # the views too
+
+
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_finalising_batch_by_batch_gives_the_same_bits_as_finalising_once(batch_size):
+    """With one batch the whole track is divided by its weight at the end, as before streaming."""
+    waveform = torch.randn(2, 5 * CHUNK + 17, generator=torch.Generator().manual_seed(2))
+    once = separate_chunked(ChunkDependent(), waveform, "cpu", CHUNK, 800, batch_size=100)
+    blocks = []
+    streamed = separate_chunked(
+        ChunkDependent(), waveform, "cpu", CHUNK, 800, batch_size, on_final=lambda _, b: blocks.append(b)
+    )
+    assert len(blocks) > 2 and torch.equal(streamed, once)

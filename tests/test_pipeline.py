@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 import separation.pipeline as pipeline_module
-from separation.audio import OutputSettings
+from separation.audio import RESCALE_PEAK_DBFS, OutputSettings, StemStream, decode_audio, write_stem
 from separation.demucs_wrapper import DemucsSeparator
 from separation.errors import SettingsError, WeightsError
 from separation.pipeline import CONFIG_DIR, PLAN_FILE_NAME, Reporter, SeparationSettings, Separator, StemPlan
 from separation.progress import LogReporter
 from separation.serving import SeparationService
+from tests.conftest import write_song
+from tests.test_audio import ffmpeg_children
 
 REPO = Path(__file__).resolve().parents[1]
 EXPECTED_ORDER = {
@@ -83,9 +87,9 @@ def test_models_use_their_configured_batch_size_unless_the_request_sets_one(
     used = {}
     real_chunked, real_demucs = pipeline_module.separate_chunked, DemucsSeparator.separate
 
-    def chunked(model, mix, device, chunk, overlap, batch_size, *args):
+    def chunked(model, mix, device, chunk, overlap, batch_size, *args, **kwargs):
         used["roformer"] = batch_size
-        return real_chunked(model, mix, device, chunk, overlap, batch_size, *args)
+        return real_chunked(model, mix, device, chunk, overlap, batch_size, *args, **kwargs)
 
     def demucs(self, name, mix, wanted, progress, batch_size):
         used["demucs"] = batch_size
@@ -224,3 +228,136 @@ def test_cli_without_weights_stops_with_one_line(tmp_path, song):
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: missing weight file")
     assert "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Writing the BS-RoFormer's stems while it runs
+
+STREAMING = dict(chunk_seconds=0.5, overlap_seconds=0.1, batch_size=1)  # several blocks from a 2 s song
+
+
+class Gain(torch.nn.Module):
+    """A stand-in vocals model: [b, c, t] -> [b, 1, c, t], the input times `gain`."""
+
+    def __init__(self, gain: float):
+        super().__init__()
+        self.gain = gain
+
+    def forward(self, x):
+        return self.gain * x[:, None]
+
+
+class FailsOnCall(Gain):
+    """Raises on its `fail_on`-th forward call."""
+
+    def __init__(self, fail_on: int):
+        super().__init__(0.5)
+        self.calls, self.fail_on = 0, fail_on
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == self.fail_on:
+            raise RuntimeError("the model failed midway")
+        return super().forward(x)
+
+
+@pytest.fixture
+def chunk_spy(monkeypatch) -> dict:
+    """Records what separate_chunked returned and how many final blocks it handed out."""
+    seen = {"returned": [], "final_blocks": 0}
+    real_chunked = pipeline_module.separate_chunked
+
+    def chunked(*args, on_final=None, **kwargs):
+        def counting(first_sample, block):
+            seen["final_blocks"] += 1
+            on_final(first_sample, block)
+
+        result = real_chunked(*args, on_final=counting if on_final else None, **kwargs)
+        seen["returned"].append(result)
+        return result
+
+    monkeypatch.setattr(pipeline_module, "separate_chunked", chunked)
+    return seen
+
+
+@pytest.fixture
+def stream_writes(monkeypatch) -> list[str]:
+    """The names of the threads that called StemStream.write, one per call."""
+    threads, real_write = [], StemStream.write
+
+    def write(self, block):
+        threads.append(threading.current_thread().name)
+        real_write(self, block)
+
+    monkeypatch.setattr(StemStream, "write", write)
+    return threads
+
+
+def expected_files(song: Path, vocals: torch.Tensor, out_dir: Path, output: OutputSettings) -> list[Path]:
+    """write_stem's files for these vocals and mix - vocals."""
+    mix = decode_audio(song)
+    return [
+        write_stem(vocals.numpy(), "vocals", out_dir, output),
+        write_stem(mix - vocals.numpy(), "instrumental", out_dir, output),
+    ]
+
+
+@pytest.mark.parametrize(
+    "output",
+    [OutputSettings(format="wav", wav_bit_depth="16"), OutputSettings(format="mp3", mp3_bitrate=128)],
+    ids=["wav", "mp3"],
+)
+def test_streamed_stems_are_the_files_written_after_the_model(
+    separator, song, tmp_path, monkeypatch, chunk_spy, stream_writes, output
+):
+    monkeypatch.setattr(separator.model("bs_roformer_vocals"), "model", Gain(0.6))  # fast
+    settings = SeparationSettings(**STREAMING, output=output)
+    files = separator.separate_file(song, tmp_path / "out", settings)
+    assert chunk_spy["final_blocks"] > 2
+    assert stream_writes.count("write-vocals_0") == chunk_spy["final_blocks"]  # one thread per stem
+    assert stream_writes.count("write-instrumental_0") == chunk_spy["final_blocks"]
+    [vocals] = chunk_spy["returned"]
+    expected = expected_files(song, vocals[0], tmp_path / "expected", output)
+    assert [f.name for f in files] == [f.name for f in expected]
+    assert all(f.read_bytes() == e.read_bytes() for f, e in zip(files, expected, strict=True))
+
+
+def test_other_output_rates_write_after_the_model(
+    separator, song, tmp_path, monkeypatch, chunk_spy, stream_writes
+):
+    monkeypatch.setattr(separator.model("bs_roformer_vocals"), "model", Gain(0.6))
+    output = OutputSettings(format="wav", sample_rate=48000)
+    files = separator.separate_file(song, tmp_path / "out", SeparationSettings(**STREAMING, output=output))
+    assert chunk_spy["final_blocks"] == 0 and not stream_writes
+    [vocals] = chunk_spy["returned"]
+    expected = expected_files(song, vocals[0], tmp_path / "expected", output)
+    assert all(f.read_bytes() == e.read_bytes() for f, e in zip(files, expected, strict=True))
+    assert sf.info(files[0]).samplerate == 48000
+
+
+@pytest.mark.parametrize("output_format", ["wav", "mp3"])
+def test_a_model_failing_midway_leaves_no_files_and_no_encoders(
+    separator, song, tmp_path, monkeypatch, chunk_spy, output_format
+):
+    monkeypatch.setattr(separator.model("bs_roformer_vocals"), "model", FailsOnCall(fail_on=4))
+    settings = SeparationSettings(**STREAMING, output=OutputSettings(format=output_format))
+    with pytest.raises(RuntimeError, match="failed midway"):
+        separator.separate_file(song, tmp_path / "out", settings)
+    assert chunk_spy["final_blocks"] >= 2  # the streams had been written to
+    assert not list((tmp_path / "out").iterdir()) and not ffmpeg_children()
+
+
+def test_a_clipping_instrumental_is_rescaled_as_write_stem_rescales_it(
+    separator, tmp_path, monkeypatch, chunk_spy
+):
+    song = write_song(tmp_path / "loud.wav", seconds=2.0)
+    mix = sf.read(song, dtype="float32")[0]
+    sf.write(song, 2 * mix, 44100, subtype="FLOAT")  # peaks near 1
+    monkeypatch.setattr(separator.model("bs_roformer_vocals"), "model", Gain(-0.25))  # mix - vocals: 1.25 mix
+    output = OutputSettings(format="wav", wav_bit_depth="24", clip_policy="rescale")
+    files = separator.separate_file(song, tmp_path / "out", SeparationSettings(**STREAMING, output=output))
+    [vocals] = chunk_spy["returned"]
+    expected = expected_files(song, vocals[0], tmp_path / "expected", output)
+    assert all(f.read_bytes() == e.read_bytes() for f, e in zip(files, expected, strict=True))
+    instrumental = sf.read(files[1], dtype="float32")[0]
+    assert 20 * np.log10(np.abs(instrumental).max()) == pytest.approx(RESCALE_PEAK_DBFS, abs=1e-3)
