@@ -3,10 +3,11 @@
 Prints, per format, seconds of processing per minute of audio and the peak memory the stage allocated in
 this process (tracemalloc, which sees numpy arrays; ffmpeg's own memory, in its child process, is not
 included). Then it puts the I/O of a typical request (decode the upload, write
-two stems) beside a GPU separation time (`--gpu-seconds`, default 60 s: the T4 estimate for the vocals
-model on a 5-minute song; an H100 takes roughly 4-10 s).
+two stems) beside a GPU separation time (`--gpu-seconds`, default 42 s: README's T4 estimate for the
+BS-RoFormer stage on a 5-minute song; it measured 3.7 s on an H100). These are CPU costs; how much of
+them a request waits for after the GPU is done is the `write` stage of `benchmarks/pipeline.py`.
 
-    .venv/bin/python benchmarks/audio_io.py [--minutes 5] [--gpu-seconds 60]
+    .venv/bin/python benchmarks/audio_io.py [--minutes 5] [--gpu-seconds 42]
 """
 
 import argparse
@@ -78,7 +79,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--minutes", type=float, default=5.0, help="length of the generated track")
-    parser.add_argument("--gpu-seconds", type=float, default=60.0, help="GPU separation time to compare with")
+    parser.add_argument("--gpu-seconds", type=float, default=42.0, help="GPU separation time to compare with")
     args = parser.parse_args()
 
     song = make_song(args.minutes)  # [2, samples]
