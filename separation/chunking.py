@@ -9,10 +9,11 @@ the least reliable samples of a chunk, its first and last ones, fade out smoothl
 estimates also halves the power of their independent errors (fp16 rounding among them), which a
 fade across the whole overlap would not: with sin^2 fades our fp16 output measured 1.2 dB further
 from fp32 than MSST's. With overlap <= chunk / 2 the windows sum to exactly one wherever the track
-is; with a larger overlap the accumulated window sum is divided out. Before chunking, the track is padded by the overlap on the left and by at least
-that much on the right (reflected audio, zeros once the reflection runs out), so every real
-sample, the first and the last included, lies where the window sum is at its full value: no fade
-to zero at the edges, and no division by a near-zero weight.
+is; with a larger overlap the accumulated window sum is divided out. Before chunking, the track is
+padded by the overlap on the left and by at least that much on the right (reflected audio, zeros
+once the reflection runs out), so every real sample, the first and the last included, lies where
+the window sum is at its full value: no fade to zero at the edges, and no division by a near-zero
+weight.
 
 Because all chunks share one window, the output does not depend on how chunks are batched.
 The track and the output stay in host memory; one batch of chunks is computed on the device at

@@ -169,10 +169,9 @@ class DemucsModel:
 
 
 def check_checkpoint_file(path: Path) -> None:
+    """WeightsError naming a missing checkpoint, with the fetch advice Separator.check_weights merges."""
     if not path.is_file():
-        raise WeightsError(
-            f"missing weight file {path}. Fetch the weights with `python -m separation.weights fetch`."
-        )
+        raise WeightsError(f"missing weight file {path}. Fetch the weights with `{FETCH_COMMAND}`.")
 
 
 def default_device() -> torch.device:
