@@ -39,6 +39,9 @@ EOF
 command -v ffmpeg ffprobe || echo "ffmpeg/ffprobe absent: pipeline.py decodes the generated WAV with soundfile"
 uptime
 
+step "RMSNorm: the model's way vs one fused kernel"
+timeout 60 "$PYTHON" -m benchmarks.rms_norm_gpu || echo "rms_norm_gpu stopped (status $?)"
+
 step "BS-RoFormer forward variants (batch of 8 s chunks): eager at two batch sizes, with a profile"
 timeout 240 "$PYTHON" -m benchmarks.roformer_gpu --profile || echo "roformer_gpu stopped (status $?)"
 

@@ -40,6 +40,11 @@ TRAINING_ONLY_KEYS = frozenset(
     }
 )
 
+# Largest temporary of one group of sequences in the CPU transformer loop. glibc serves requests
+# below its mmap threshold (at most 32 MiB) from a heap it reuses; larger ones get fresh pages
+# each time, and faulting in and zeroing those cost a tenth of a full-size forward.
+CPU_BLOCK_BYTES = 16 * 2**20
+
 
 class RMSNorm(nn.Module):
     """x / ||x||_2 * sqrt(dim) * gamma, over the last dimension."""
@@ -50,7 +55,8 @@ class RMSNorm(nn.Module):
         self.gamma = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(x, dim=-1) * (self.gamma * self.scale)  # one pass over x, not two
+        """[..., dim] -> [..., dim]"""
+        return F.normalize(x, dim=-1).mul_(self.gamma * self.scale)  # scaled where it was written
 
 
 class RotaryEmbedding(nn.Module):
@@ -78,24 +84,38 @@ class RotaryEmbedding(nn.Module):
             self._rotations = {key: torch.polar(torch.ones_like(angles), angles)}
         return self._rotations[key]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Rotate queries and keys: [..., seq, dim_head] -> same shape and dtype, contiguous.
+    def rotate_(self, x: torch.Tensor) -> torch.Tensor:
+        """Rotate queries and keys in place: [..., seq, dim_head], any strides with a contiguous last dim.
 
         One elementwise pass with float32 arithmetic and one rounding to the input's dtype: float16
-        pairs are read as complex32 and the product is written straight into a float16 tensor, so
-        the fp16 path costs no float32 copies. bfloat16 has no complex type and goes through float32.
+        pairs are read as complex32 and the product is written back as complex32, so the fp16 path
+        costs no float32 copies. bfloat16 has no complex type and goes through float32.
         """
         if x.dtype == torch.bfloat16:
-            return self(x.float()).to(x.dtype)
-        rotated = torch.empty_like(x, memory_format=torch.contiguous_format)
+            return x.copy_(self.rotate_(x.float()))
         rotation = self._rotation(x.shape[-2], x.device)  # [seq, dim_head / 2] complex64
-        torch.mul(as_complex_pairs(x), rotation, out=as_complex_pairs(rotated))
-        return rotated
+        pairs = as_complex_pairs(x)
+        torch.mul(pairs, rotation, out=pairs)
+        return x
 
 
 def as_complex_pairs(x: torch.Tensor) -> torch.Tensor:
     """View [..., dim] real as [..., dim / 2] complex, pairing neighbours (x[2i] + i x[2i+1])."""
     return torch.view_as_complex(rearrange(x, "... (d r) -> ... d r", r=2))
+
+
+def add_linear_(residual: torch.Tensor, x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
+    """residual += linear(x), in place: [..., dim_out] contiguous, x [..., dim_in] -> residual.
+
+    The product accumulates straight into the residual stream (one GEMM with beta = 1): no output
+    tensor, no separate add pass. Autocast does not reach in-place ops, so the weights are cast
+    to the stream's dtype here (a no-op in fp32).
+    """
+    flat = residual.view(-1, residual.shape[-1])  # must alias the residual: .view raises rather than copy
+    flat.addmm_(rearrange(x, "... d -> (...) d").to(residual.dtype), linear.weight.to(residual.dtype).t())
+    if linear.bias is not None:
+        flat.add_(linear.bias.to(residual.dtype))
+    return residual
 
 
 class Attention(nn.Module):
@@ -111,17 +131,22 @@ class Attention(nn.Module):
         self.to_out = nn.Sequential(nn.Linear(heads * dim_head, dim, bias=False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """[batch, seq, dim] -> [batch, seq, dim]"""
-        x = self.norm(x)
-        qkv = rearrange(self.to_qkv(x), "b n (qkv h d) -> qkv b h n d", qkv=3, h=self.heads)
-        q, k = self.rotary_embed(qkv[:2])  # both rotated in one pass
-        out = F.scaled_dot_product_attention(q, k, qkv[2])  # [b, h, n, d]
-        gates = rearrange(self.to_gates(x), "b n h -> b n h 1").sigmoid()
-        # gate and move heads next to features in one pass: [b, h, n, d] -> [b, n, h, d]
-        batch, heads, seq, dim_head = out.shape
-        gated = out.new_empty(batch, seq, heads, dim_head)
-        torch.mul(rearrange(out, "b h n d -> b n h d"), gates, out=gated)
-        return self.to_out(rearrange(gated, "b n h d -> b n (h d)"))
+        """x += attention(x), in place: [batch, seq, dim] contiguous -> the same tensor."""
+        normed = self.norm(x)
+        qkv = rearrange(self.to_qkv(normed), "b n (qkv h d) -> qkv b h n d", qkv=3, h=self.heads)
+        self.rotary_embed.rotate_(qkv[:2])  # queries and keys together, in the projection's buffer
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # [b, h, n, d]
+        gates = rearrange(self.to_gates(normed), "b n h -> b n h 1").sigmoid()
+        # gate and bring heads next to features in one pass; CUDA kernels already return that layout
+        merged = rearrange(out, "b h n d -> b n h d")
+        gated = (
+            merged
+            if merged.is_contiguous()
+            else torch.empty_like(merged, memory_format=torch.contiguous_format)
+        )
+        torch.mul(merged, gates, out=gated)
+        (to_out,) = self.to_out
+        return add_linear_(x, rearrange(gated, "b n h d -> b n (h d)"), to_out)
 
 
 class FeedForward(nn.Module):
@@ -138,7 +163,10 @@ class FeedForward(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        """x += feed_forward(x), in place: [batch, seq, dim] contiguous -> the same tensor."""
+        norm, project_in, _, _, project_out = self.net
+        hidden = torch.ops.aten.gelu_(project_in(norm(x)))  # [batch, seq, mult * dim], exact GELU in place
+        return add_linear_(x, hidden, project_out)
 
 
 class Transformer(nn.Module):
@@ -150,12 +178,24 @@ class Transformer(nn.Module):
             nn.ModuleList([Attention(dim, heads, dim_head, rotary_embed), FeedForward(dim)])
             for _ in range(depth)
         )
+        self.hidden_dim = self.layers[0][1].net[1].out_features  # the feed-forward's widest layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """[batch, seq, dim] -> [batch, seq, dim]"""
-        for attention, feed_forward in self.layers:
-            x = attention(x) + x
-            x = feed_forward(x) + x
+        """[batch, seq, dim] -> [batch, seq, dim]; the residual stream is updated in place.
+
+        On the CPU the sequences go through in groups whose largest temporary (the feed-forward
+        hidden layer) stays within CPU_BLOCK_BYTES: memory the allocator reuses from its heap
+        and the caches still hold, instead of fresh pages the kernel must fault in and zero.
+        """
+        x = x.contiguous()
+        batch, seq, _ = x.shape
+        group = batch
+        if x.device.type == "cpu":
+            hidden_bytes_per_sequence = seq * self.hidden_dim * x.element_size()
+            group = max(1, CPU_BLOCK_BYTES // hidden_bytes_per_sequence)
+        for sequences in x.split(group):
+            for attention, feed_forward in self.layers:
+                feed_forward(attention(sequences))
         return x
 
 

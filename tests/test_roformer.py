@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from einops import rearrange
 
 from separation.errors import WeightsError
 from separation.roformer import BSRoformer, RotaryEmbedding, load_bs_roformer, load_config
@@ -59,9 +60,20 @@ def test_meta_model_matches_the_viperx_state_dict_listing():
 def test_low_precision_rotary_rounds_the_float32_rotation_once(dtype):
     rotary = RotaryEmbedding(16)
     qk = torch.randn(2, 3, 4, 50, 16).to(dtype)  # [q/k, batch, heads, seq, dim_head]
-    rotated = rotary(qk)
-    assert rotated.dtype == dtype and rotated.is_contiguous()
-    assert torch.equal(rotated, rotary(qk.float()).to(dtype))
+    expected = rotary.rotate_(qk.float()).to(dtype)
+    rotated = rotary.rotate_(qk)
+    assert rotated is qk and rotated.dtype == dtype
+    assert torch.equal(rotated, expected)
+
+
+def test_rotary_rotates_a_strided_view_in_place_and_leaves_the_rest():
+    rotary = RotaryEmbedding(8)
+    qkv = torch.randn(2, 5, 3 * 2 * 8)  # [batch, seq, (qkv heads dim_head)], as the projection writes it
+    heads = rearrange(qkv.clone(), "b n (qkv h d) -> qkv b h n d", qkv=3, h=2)
+    expected = rotary.rotate_(heads[:2].contiguous())
+    rotary.rotate_(heads[:2])
+    torch.testing.assert_close(heads[:2], expected, atol=1e-6, rtol=0)  # strided: scalar loop, 1 ulp
+    assert torch.equal(heads[2], rearrange(qkv, "b n (qkv h d) -> qkv b h n d", qkv=3, h=2)[2])
 
 
 def test_rotary_rotates_interleaved_pairs_by_position_times_frequency():
@@ -72,7 +84,7 @@ def test_rotary_rotates_interleaved_pairs_by_position_times_frequency():
     expected = torch.stack(
         [even * angles.cos() - odd * angles.sin(), even * angles.sin() + odd * angles.cos()], dim=-1
     ).flatten(-2)
-    torch.testing.assert_close(rotary(x), expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(rotary.rotate_(x.clone()), expected, atol=1e-6, rtol=0)
 
 
 def test_rotary_frequencies_are_the_checkpoints():
