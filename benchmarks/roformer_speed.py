@@ -45,10 +45,12 @@ def seconds_per_forward(model, audio, precision: str, repeats: int) -> tuple[flo
 
 OP_KINDS = {  # profiler op name -> kind of work
     "aten::addmm": "matrix products",
+    "aten::addmm_": "matrix products",
     "aten::mm": "matrix products",
     "aten::bmm": "matrix products",
     "aten::_scaled_dot_product_flash_attention_for_cpu": "attention",
     "aten::gelu": "activations",
+    "aten::gelu_": "activations",
     "aten::tanh": "activations",
     "aten::sigmoid": "activations",
     "aten::glu": "activations",

@@ -42,7 +42,7 @@ TRAINING_ONLY_KEYS = frozenset(
 
 # Largest temporary of one group of sequences in the CPU transformer loop. glibc serves requests
 # below its mmap threshold (at most 32 MiB) from a heap it reuses; larger ones get fresh pages
-# each time, and faulting in and zeroing those cost a tenth of a full-size forward.
+# each time, and faulting in and zeroing those took a fifth of a full-size forward's CPU time.
 CPU_BLOCK_BYTES = 16 * 2**20
 
 
