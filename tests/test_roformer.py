@@ -11,8 +11,9 @@ import torch
 import yaml
 from einops import rearrange
 
+from separation import roformer
 from separation.errors import WeightsError
-from separation.roformer import BSRoformer, RotaryEmbedding, load_bs_roformer, load_config
+from separation.roformer import BSRoformer, RotaryEmbedding, Transformer, load_bs_roformer, load_config
 from tests.tiny_roformer import VIPERX_CONFIG, randomize, tiny_config, write_tiny_roformer
 
 DATA = Path(__file__).parent / "data"
@@ -117,6 +118,22 @@ def test_full_width_viperx_forward_equals_reference():
 def test_reduced_depth_forward_equals_reference_beyond_one_chunk():
     config = tiny_config(dim=64, depth=2, heads=4, dim_head=16)["model"]
     assert_matches_reference(config, seconds=8.5, seed=1)
+
+
+@pytest.mark.parametrize("block_bytes", [1, 3 * 10 * 128 * 4])  # one sequence per group; groups of 3, 3, 1
+def test_cpu_sequence_groups_update_the_batch_in_place_as_one_pass_would(monkeypatch, block_bytes):
+    torch.manual_seed(0)
+    transformer = randomize(Transformer(32, depth=2, heads=2, dim_head=16, rotary_embed=RotaryEmbedding(16)))
+    x = torch.randn(7, 10, 32)  # [sequences, seq, dim]; the feed-forward is 128 wide
+    with torch.inference_mode():
+        monkeypatch.setattr(roformer, "CPU_BLOCK_BYTES", 2**40)
+        whole = transformer(x.clone())
+        monkeypatch.setattr(roformer, "CPU_BLOCK_BYTES", block_bytes)
+        grouped = x.clone()
+        returned = transformer(grouped)
+    assert returned is grouped  # the residual stream is updated in place
+    torch.testing.assert_close(grouped, whole, atol=1e-6, rtol=1e-6)
+    assert not torch.allclose(grouped, x)
 
 
 def test_unknown_config_key_is_rejected():
