@@ -137,7 +137,7 @@ class Attention(nn.Module):
         self.rotary_embed.rotate_(qkv[:2])  # queries and keys together, in the projection's buffer
         out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # [b, h, n, d]
         gates = rearrange(self.to_gates(normed), "b n h -> b n h 1").sigmoid()
-        # gate and bring heads next to features in one pass; CUDA kernels already return that layout
+        # gate and bring heads next to features in one pass: in place where the kernel wrote that layout
         merged = rearrange(out, "b h n d -> b n h d")
         gated = (
             merged
@@ -150,7 +150,8 @@ class Attention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """Pre-norm MLP with exact GELU. The dropout slots keep the checkpoint's module indices."""
+    """Pre-norm MLP with exact GELU (applied in place). The GELU and dropout slots keep the
+    checkpoint's module indices."""
 
     def __init__(self, dim: int, mult: int = 4):
         super().__init__()
