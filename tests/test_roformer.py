@@ -67,13 +67,17 @@ def test_low_precision_rotary_rounds_the_float32_rotation_once(dtype):
     assert torch.equal(rotated, expected)
 
 
-def test_rotary_rotates_a_strided_view_in_place_and_leaves_the_rest():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_rotary_rotates_a_strided_view_in_place_and_leaves_the_rest(dtype):
     rotary = RotaryEmbedding(8)
-    qkv = torch.randn(2, 5, 3 * 2 * 8)  # [batch, seq, (qkv heads dim_head)], as the projection writes it
+    qkv = torch.randn(2, 5, 3 * 2 * 8).to(
+        dtype
+    )  # [batch, seq, (qkv heads dim_head)], as the projection writes it
     heads = rearrange(qkv.clone(), "b n (qkv h d) -> qkv b h n d", qkv=3, h=2)
     expected = rotary.rotate_(heads[:2].contiguous())
     rotary.rotate_(heads[:2])
-    torch.testing.assert_close(heads[:2], expected, atol=1e-6, rtol=0)  # strided: scalar loop, 1 ulp
+    ulp = torch.finfo(dtype).eps
+    torch.testing.assert_close(heads[:2], expected, atol=8 * ulp, rtol=0)  # strided: another loop, 1 ulp
     assert torch.equal(heads[2], rearrange(qkv, "b n (qkv h d) -> qkv b h n d", qkv=3, h=2)[2])
 
 
