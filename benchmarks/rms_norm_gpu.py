@@ -38,6 +38,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=4 * 62 * 801, help="batch 4 x 62 bands x 801 frames")
     parser.add_argument("--dim", type=int, default=512)
     args = parser.parse_args()
+    if not torch.cuda.is_available():
+        parser.exit(1, "this benchmark needs a CUDA GPU\n")
     x = torch.randn(args.tokens, args.dim, device="cuda").half()  # [tokens, dim] fp16 residual stream
     gamma = torch.rand(args.dim, device="cuda") + 0.5  # float32 gains, as loaded
     eps = 1e-24 / args.dim  # F.normalize's 1e-12 floor on the norm, on the mean square

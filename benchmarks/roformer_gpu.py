@@ -65,6 +65,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--profile", action="store_true", help="print a torch.profiler table of ours")
     args = parser.parse_args()
+    if not torch.cuda.is_available():
+        parser.exit(1, "this benchmark needs a CUDA GPU\n")
     device = torch.device("cuda")
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, batch {args.batch_size}")
 
