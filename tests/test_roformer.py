@@ -70,9 +70,8 @@ def test_low_precision_rotary_rounds_the_float32_rotation_once(dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_rotary_rotates_a_strided_view_in_place_and_leaves_the_rest(dtype):
     rotary = RotaryEmbedding(8)
-    qkv = torch.randn(2, 5, 3 * 2 * 8).to(
-        dtype
-    )  # [batch, seq, (qkv heads dim_head)], as the projection writes it
+    # [batch, seq, (qkv heads dim_head)], as the projection writes it
+    qkv = torch.randn(2, 5, 3 * 2 * 8).to(dtype)
     heads = rearrange(qkv.clone(), "b n (qkv h d) -> qkv b h n d", qkv=3, h=2)
     expected = rotary.rotate_(heads[:2].contiguous())
     rotary.rotate_(heads[:2])
