@@ -125,6 +125,12 @@ def check_chunking(chunk_samples: int, overlap_samples: int) -> None:
         )
 
 
+def check_batch_size(batch_size: int) -> None:
+    """Raise SettingsError unless batch_size is an integer >= 1 (chunks or segments per forward pass)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise SettingsError(f"batch size must be an integer >= 1, got {batch_size!r}")
+
+
 @torch.inference_mode()
 def separate_chunked(
     model: torch.nn.Module,
@@ -147,8 +153,7 @@ def separate_chunked(
     thread, between batches, so it should only hand the block on.
     """
     check_chunking(chunk_samples, overlap_samples)
-    if batch_size < 1:
-        raise SettingsError(f"batch size must be at least 1, got {batch_size}")
+    check_batch_size(batch_size)
     device = torch.device(device)
     num_samples = waveform.shape[-1]
     if num_samples == 0:

@@ -44,6 +44,7 @@ from demucs.repo import check_checksum
 from demucs.states import load_model
 from demucs.utils import center_trim
 
+from separation.chunking import check_batch_size
 from separation.errors import AudioError, SettingsError, WeightsError
 
 FETCH_COMMAND = "python -m separation.weights fetch"
@@ -357,8 +358,7 @@ class DemucsSeparator:
         `batch_size` segments of equal length go through the model in one forward pass: it sets speed and
         device memory, not the output (equal to one segment at a time up to float rounding).
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise SettingsError(f"batch size must be an integer >= 1, got {batch_size!r}")
+        check_batch_size(batch_size)
         bag = self._bag(name)
         source_indices = self._source_indices(bag, name, wanted)
         _check_mix(mix, bag.audio_channels)

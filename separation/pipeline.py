@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from .audio import SAMPLE_RATE, OutputSettings, StemStream, decode_audio, write_stem
-from .chunking import check_chunking, separate_chunked
+from .chunking import check_batch_size, check_chunking, separate_chunked
 from .demucs_wrapper import FETCH_COMMAND, DemucsSeparator, check_bag_files
 from .errors import SettingsError, WeightsError
 from .roformer import load_bs_roformer, load_config
@@ -60,10 +60,8 @@ class SeparationSettings:
     output: OutputSettings = field(default_factory=OutputSettings)
 
     def __post_init__(self):
-        if self.batch_size is not None and (
-            isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1
-        ):
-            raise SettingsError(f"batch size must be an integer >= 1, got {self.batch_size!r}")
+        if self.batch_size is not None:
+            check_batch_size(self.batch_size)
         if self.overlap_seconds >= self.chunk_seconds:
             raise SettingsError(
                 f"overlap ({self.overlap_seconds} s) must be below chunk_size ({self.chunk_seconds} s)"
