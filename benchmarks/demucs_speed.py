@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 
 from benchmarks.full_size_weights import DEFAULT_DIR, write_full_size_weights
+from fixtures.tiny_demucs import FOUR_STEMS
 from separation.demucs_wrapper import DemucsSeparator
-from tests.tiny_demucs import FOUR_STEMS
 
 SAMPLE_RATE = 44100
 

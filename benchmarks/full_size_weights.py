@@ -14,7 +14,7 @@ The Demucs kwargs: the published packages store `segment=Fraction(39, 5)` and th
 depth 4, nfft 4096 and 5 transformer layers; `dconv_mode=3` with `bottom_channels=512` (htdemucs_ft) or
 `bottom_channels=0` (htdemucs_6s) are the settings of demucs' `grids/mmi.py` whose fp16 state size matches
 the published file sizes (83,968,912 of 84,141,271 bytes and 54,829,992 of 54,996,327 bytes; the rest is
-pickled metadata). Signatures are made up (see `tests.tiny_demucs.signature`), not the published ones.
+pickled metadata). Signatures are made up (see `fixtures.tiny_demucs.signature`), not the published ones.
 
 Files that already exist are kept, so a second run costs nothing.
 
@@ -32,11 +32,11 @@ from pathlib import Path
 import torch
 from demucs.htdemucs import HTDemucs
 
+from fixtures.tiny_demucs import FOUR_STEMS, SIX_STEMS, identity_weights, write_bag
 from separation.demucs_wrapper import check_bag_files
 from separation.errors import WeightsError
 from separation.pipeline import CONFIG_DIR, PLAN_FILE_NAME, StemPlan
 from separation.roformer import BSRoformer, load_config
-from tests.tiny_demucs import FOUR_STEMS, SIX_STEMS, identity_weights, write_bag
 
 DEFAULT_DIR = Path("/tmp/bs-roformer-cog-full-size-weights")
 HTDEMUCS_SEGMENT_SECONDS = Fraction(39, 5)  # 7.8 s, as stored in the published packages

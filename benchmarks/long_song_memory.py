@@ -2,7 +2,7 @@
 
 A long generated song (default 60 minutes) is written as FLAC, then decoded and separated by
 `Separator.separate_file`, the prediction code path, with the tiny random models of
-`tests/tiny_weights.py`: the buffers that grow with the track (decoded mix, padded copies, stem
+`fixtures/tiny_weights.py`: the buffers that grow with the track (decoded mix, padded copies, stem
 accumulators, written stems) are the same as with the real models, and the model activations, which do
 not grow with the track, are small. For each mode it prints the idle RSS, the peak RSS (kernel
 high-water mark and a sampling thread), the float32 size of the input, and the ratio
@@ -24,10 +24,11 @@ from pathlib import Path
 import torch
 
 from benchmarks.full_size_weights import HTDEMUCS_SEGMENT_SECONDS
-from benchmarks.pipeline import GIB, MemoryMonitor, StageRecorder, load_average, write_song
+from benchmarks.pipeline import GIB, MemoryMonitor, StageRecorder, load_average
+from fixtures.songs import write_long_song
+from fixtures.tiny_weights import write_tiny_weights
 from separation.audio import SAMPLE_RATE
 from separation.pipeline import SeparationSettings, Separator
-from tests.tiny_weights import write_tiny_weights
 
 BYTES_PER_SAMPLE = 4  # float32
 TARGET_EXTRA_BUFFERS = 3  # target: peak growth <= (output stems + 3) x the float32 input
@@ -96,7 +97,7 @@ def main() -> None:
         scratch = Path(folder)
         weights_dir = write_tiny_weights(scratch / "weights")
         start = time.perf_counter()
-        song = write_song(scratch / f"song.{args.format}", seconds)
+        song = write_long_song(scratch / f"song.{args.format}", seconds)
         print(
             f"input: {args.minutes:g} min generated song, {song.stat().st_size / 1e6:.0f} MB {args.format}, "
             f"written in {time.perf_counter() - start:.0f} s"

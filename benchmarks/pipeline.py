@@ -40,6 +40,7 @@ import torch
 import separation.pipeline as pipeline_module
 from benchmarks.full_size_weights import DEFAULT_DIR, write_full_size_weights
 from benchmarks.reference_demix import reference_bs_roformer, reference_demix, use_msst_attention_kernels
+from fixtures.songs import write_long_song
 from separation.audio import SAMPLE_RATE, OutputSettings
 from separation.chunking import separate_chunked
 from separation.pipeline import PLAN_FILE_NAME, Reporter, SeparationSettings, Separator
@@ -145,34 +146,6 @@ class StageRecorder(Reporter):
 
 # ---------------------------------------------------------------------------------------------------
 # Input
-
-
-def song_block(start_sample: int, num_samples: int, seed: int = 0) -> np.ndarray:
-    """A deterministic stand-in for music: float32 [samples, 2] at 44.1 kHz, peak below 0.9.
-
-    Chords changing every 2 s, a bass line, a vibrato "voice" and decaying noise hits on the beat (every
-    0.5 s), panned differently left and right, so every band of the spectrum carries signal.
-    """
-    t = (start_sample + np.arange(num_samples)) / SAMPLE_RATE  # [samples] seconds, float64
-    chord_roots = np.array([220.0, 174.6, 261.6, 196.0])[(t // 2).astype(int) % 4]
-    chords = sum(0.08 * np.sin(2 * np.pi * chord_roots * ratio * t) for ratio in (1.0, 1.26, 1.5))
-    bass = 0.2 * np.sin(2 * np.pi * chord_roots / 4 * t)
-    voice = 0.15 * np.sin(2 * np.pi * 440.0 * t + 3.0 * np.sin(2 * np.pi * 5.0 * t))
-    rng = np.random.default_rng([seed, start_sample])
-    hits = 0.3 * rng.standard_normal(num_samples) * np.exp(-(t % 0.5) / 0.04)
-    left = chords + bass + 0.7 * voice + 0.5 * hits
-    right = 0.8 * chords + bass + voice + 0.3 * hits
-    return np.stack([left, right], axis=1).astype(np.float32)
-
-
-def write_song(path: Path, seconds: float, seed: int = 0, block_seconds: float = 30.0) -> Path:
-    """Write `seconds` of `song_block` audio to `path` (WAV: 16 bit, FLAC: 16 bit) block by block."""
-    total_samples = round(seconds * SAMPLE_RATE)
-    block_samples = round(block_seconds * SAMPLE_RATE)
-    with sf.SoundFile(path, "w", SAMPLE_RATE, 2, subtype="PCM_16") as f:
-        for start in range(0, total_samples, block_samples):
-            f.write(song_block(start, min(block_samples, total_samples - start), seed))
-    return path
 
 
 def read_with_soundfile(path, *, max_duration_seconds: float = 1800.0, **_) -> np.ndarray:
@@ -468,8 +441,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="pipeline-benchmark-") as folder:
         scratch = Path(folder)
-        song = write_song(scratch / "song.wav", args.seconds)
-        warmup_song = write_song(scratch / "warmup.wav", warmup_seconds, seed=1) if warmup_seconds else None
+        song = write_long_song(scratch / "song.wav", args.seconds)
+        warmup_song = (
+            write_long_song(scratch / "warmup.wav", warmup_seconds, seed=1) if warmup_seconds else None
+        )
         input_bytes = round(args.seconds * SAMPLE_RATE) * 2 * BYTES_PER_SAMPLE
         print(f"input: {args.seconds:g} s generated stereo song, {input_bytes / 1e6:.0f} MB as float32")
         results = []

@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.pipeline import GIB, snr_db, song_block
+from benchmarks.pipeline import GIB, snr_db
 from benchmarks.reference_demix import reference_bs_roformer, use_msst_attention_kernels
+from fixtures.songs import song_block
 from separation.chunking import autocast_context
 from separation.roformer import BSRoformer, load_config
 

@@ -20,6 +20,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from fixtures.processes import ffmpeg_children
 from separation.audio import (
     CLIP_POLICIES,
     MP3_BITRATES,
@@ -693,19 +694,6 @@ STREAMED_FORMATS = [
     OutputSettings(format="flac", wav_bit_depth="24"),
     OutputSettings(format="mp3", mp3_bitrate=192),
 ]
-
-
-def ffmpeg_children() -> list[int]:
-    """Process ids of this process's ffmpeg children (zombies included), from /proc."""
-    children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            name, fields = stat.read_text().rsplit(")", 1)
-        except OSError:  # the process ended meanwhile
-            continue
-        if name.endswith("(ffmpeg") and int(fields.split()[1]) == os.getpid():
-            children.append(int(stat.parent.name))
-    return children
 
 
 def stream_in_blocks(stream: StemStream, stem: np.ndarray, cuts=(1, 500, 4410, 30_000, 60_001)) -> None:

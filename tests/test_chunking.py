@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fixtures.tiny_roformer import randomize, tiny_config
 from separation.chunking import (
     CROSSFADE_RAMP_FRACTION,
     chunk_window,
@@ -14,7 +15,6 @@ from separation.chunking import (
 )
 from separation.errors import SettingsError
 from separation.roformer import BSRoformer
-from tests.tiny_roformer import randomize, tiny_config
 
 CHUNK, OVERLAP = 1000, 400  # samples: small numbers keep the tests fast, the logic is the same
 

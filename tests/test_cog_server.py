@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fixtures.cog_server import CogServer, Receiver, data_url, decode_data_url, read_audio
+from fixtures.songs import write_song
 from separation.audio import SAMPLE_RATE, decode_audio, resample
 from separation.errors import AudioError
 from separation.pipeline import CONFIG_DIR, PLAN_FILE_NAME, StemPlan
-from tests.cog_harness import CogServer, Receiver, data_url, decode_data_url, read_audio
-from tests.conftest import write_song
 
 SETUP_TIMEOUT_SECONDS = 240
 SONG_SECONDS = 2.5

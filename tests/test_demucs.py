@@ -18,15 +18,15 @@ from demucs.api import Separator
 from demucs.apply import apply_model
 
 import separation.demucs_wrapper as demucs_wrapper
-from separation.demucs_wrapper import FETCH_COMMAND, DemucsSeparator, check_bag_files, load_bag
-from separation.errors import AudioError, SettingsError, WeightsError
-from tests.tiny_demucs import (
+from fixtures.tiny_demucs import (
     FOUR_STEMS,
     SIX_STEMS,
     TINY_SEGMENT_SECONDS,
     write_tiny_bag,
     write_tiny_demucs_weights,
 )
+from separation.demucs_wrapper import FETCH_COMMAND, DemucsSeparator, check_bag_files, load_bag
+from separation.errors import AudioError, SettingsError, WeightsError
 
 SAMPLE_RATE = 44100
 REAL_FT_SIGNATURES = ["f7e0c4bc", "d12395a8", "92cfc3b6", "04573f0d"]

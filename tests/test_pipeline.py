@@ -13,14 +13,14 @@ import soundfile as sf
 import torch
 
 import separation.pipeline as pipeline_module
+from fixtures.processes import ffmpeg_children
+from fixtures.songs import write_song
 from separation.audio import RESCALE_PEAK_DBFS, OutputSettings, StemStream, decode_audio, write_stem
 from separation.demucs_wrapper import DemucsSeparator
 from separation.errors import SettingsError, WeightsError
 from separation.pipeline import CONFIG_DIR, PLAN_FILE_NAME, Reporter, SeparationSettings, Separator, StemPlan
 from separation.progress import LogReporter
 from separation.serving import SeparationService
-from tests.conftest import write_song
-from tests.test_audio import ffmpeg_children
 
 REPO = Path(__file__).resolve().parents[1]
 EXPECTED_ORDER = {

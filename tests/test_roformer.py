@@ -11,10 +11,10 @@ import torch
 import yaml
 from einops import rearrange
 
+from fixtures.tiny_roformer import VIPERX_CONFIG, randomize, tiny_config, write_tiny_roformer
 from separation import roformer
 from separation.errors import WeightsError
 from separation.roformer import BSRoformer, RotaryEmbedding, Transformer, load_bs_roformer, load_config
-from tests.tiny_roformer import VIPERX_CONFIG, randomize, tiny_config, write_tiny_roformer
 
 DATA = Path(__file__).parent / "data"
 
