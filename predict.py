@@ -1,46 +1,68 @@
-"""Cog runner: declares the inputs and hands them to the separation package."""
+"""Cog runner: declares the inputs and hands them to the separation package.
+
+Choices, defaults and ranges come from `separation.settings` and the stem plan, where they are declared once.
+"""
 
 from cog import BaseRunner, Input, Path
 
+from separation.plan import CONFIG_DIR, PLAN_FILE_NAME, StemPlan
 from separation.serving import SeparationService
+from separation.settings import (
+    CHUNK_SECONDS_RANGE,
+    MP3_BITRATES,
+    OUTPUT_FORMATS,
+    OUTPUT_SAMPLE_RATES,
+    OVERLAP_SECONDS_RANGE,
+    WAV_BIT_DEPTHS,
+    OutputSettings,
+    SeparationSettings,
+)
+
+MODES = list(StemPlan.load(CONFIG_DIR / PLAN_FILE_NAME).modes)
 
 
 class Runner(BaseRunner):
     def setup(self) -> None:
-        """Load BS-RoFormer and htdemucs_ft onto the GPU (CPU without one); htdemucs_6s loads on first use."""
+        """Check every weight file, load BS-RoFormer and htdemucs_ft onto the GPU (CPU without one);
+        htdemucs_6s loads on first use."""
         self.service = SeparationService()
 
     def run(
         self,
         audio: Path = Input(description="Song to separate: any common audio or video file, or a URL to one."),
         stems: str = Input(
-            default="vocals_instrumental",
-            choices=["vocals_instrumental", "all_4", "all_6"],
+            default=SeparationSettings.stems,
+            choices=MODES,
             description="vocals_instrumental: vocals + instrumental. all_4: also drums, bass, other. "
             "all_6: also drums, bass, guitar, piano, other.",
         ),
         output_format: str = Input(
-            default="wav", choices=["wav", "mp3", "flac"], description="Output file format."
+            default=OutputSettings.format, choices=list(OUTPUT_FORMATS), description="Output file format."
         ),
         chunk_size: float = Input(
-            default=8.0, ge=4.0, le=30.0, description="BS-RoFormer chunk length in seconds (trained on 8)."
+            default=SeparationSettings.chunk_seconds,
+            ge=CHUNK_SECONDS_RANGE[0],
+            le=CHUNK_SECONDS_RANGE[1],
+            description="BS-RoFormer vocals chunk length in seconds (trained on 8).",
         ),
         overlap: float = Input(
-            default=4.0,
-            ge=1.0,
-            le=8.0,
+            default=SeparationSettings.overlap_seconds,
+            ge=OVERLAP_SECONDS_RANGE[0],
+            le=OVERLAP_SECONDS_RANGE[1],
             description="Overlap between chunks in seconds; must be below chunk_size.",
         ),
         sample_rate: int = Input(
-            default=44100, choices=[44100, 48000], description="Output sample rate in Hz."
+            default=OutputSettings.sample_rate,
+            choices=list(OUTPUT_SAMPLE_RATES),
+            description="Output sample rate in Hz.",
         ),
         wav_bit_depth: str = Input(
-            default="24",
-            choices=["16", "24", "32-float"],
+            default=OutputSettings.wav_bit_depth,
+            choices=list(WAV_BIT_DEPTHS),
             description="WAV sample format (FLAC: 16 or 24 bit).",
         ),
         mp3_bitrate: int = Input(
-            default=320, choices=[128, 192, 256, 320], description="MP3 bitrate in kb/s."
+            default=OutputSettings.mp3_bitrate, choices=list(MP3_BITRATES), description="MP3 bitrate in kb/s."
         ),
     ) -> list[Path]:
         """Stem files named <stem>.<ext>: vocals, instrumental, then drums, bass, [guitar, piano,] other."""

@@ -25,7 +25,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from separation.audio import SAMPLE_RATE, OutputSettings, decode_audio, resample, write_stem  # noqa: E402
+from separation.decode import decode_audio  # noqa: E402
+from separation.encode import write_stem  # noqa: E402
+from separation.samplerate import SAMPLE_RATE, resample  # noqa: E402
+from separation.settings import OutputSettings  # noqa: E402
 
 ENCODINGS = {  # label -> settings for write_stem
     "WAV 16-bit": OutputSettings(format="wav", wav_bit_depth="16"),

@@ -66,9 +66,8 @@ def measure_models(weights_dir: Path, device: str) -> dict:
     """Child: seconds to load each model of the plan on its own, after the imports."""
     import torch
 
-    from separation.demucs_wrapper import load_bag
-    from separation.pipeline import StemPlan
-    from separation.roformer import load_bs_roformer
+    from separation.models import MODEL_CLASSES
+    from separation.plan import StemPlan
 
     seconds = {}
     if torch.device(device).type == "cuda":
@@ -79,12 +78,9 @@ def measure_models(weights_dir: Path, device: str) -> dict:
     plan = StemPlan.for_weights(weights_dir)
     for name, spec in plan.models.items():
         start = time.perf_counter()
-        if spec["type"] == "bs_roformer":
-            load_bs_roformer(plan.config_dir / spec["config"], weights_dir / spec["checkpoint"], device)
-        else:
-            load_bag(spec["bag"], weights_dir / spec["folder"], device)
+        MODEL_CLASSES[type(spec)](spec, weights_dir, torch.device(device))
         synchronize(device)
-        seconds[f"{name} ({spec.get('load', 'setup')})"] = time.perf_counter() - start
+        seconds[f"{name} ({spec.load})"] = time.perf_counter() - start
     return seconds
 
 

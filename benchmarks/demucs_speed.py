@@ -29,7 +29,7 @@ import torch
 
 from benchmarks.full_size_weights import DEFAULT_DIR, write_full_size_weights
 from fixtures.tiny_demucs import FOUR_STEMS
-from separation.demucs_wrapper import DemucsSeparator
+from separation.demucs_apply import DemucsSeparator
 
 SAMPLE_RATE = 44100
 

@@ -33,9 +33,8 @@ import torch
 from demucs.htdemucs import HTDemucs
 
 from fixtures.tiny_demucs import FOUR_STEMS, SIX_STEMS, identity_weights, write_bag
-from separation.demucs_wrapper import check_bag_files
-from separation.errors import WeightsError
-from separation.pipeline import CONFIG_DIR, PLAN_FILE_NAME, StemPlan
+from separation.demucs_bag import bag_file_problems
+from separation.plan import CONFIG_DIR, PLAN_FILE_NAME, StemPlan
 from separation.roformer import BSRoformer, load_config
 
 DEFAULT_DIR = Path("/tmp/bs-roformer-cog-full-size-weights")
@@ -69,23 +68,19 @@ def write_roformer_checkpoint(path: Path, config_path: Path, seed: int = 0) -> N
 
 def bag_is_complete(name: str, bag_dir: Path) -> bool:
     """True when `<name>.yaml` and every `.th` file it lists are present (write_bag writes the yaml last)."""
-    try:
-        check_bag_files(name, bag_dir)
-    except WeightsError:
-        return False
-    return True
+    return not bag_file_problems(name, bag_dir)
 
 
 def write_full_size_weights(folder: Path, seed: int = 0, log=print) -> Path:
     """Fill `folder` with the full-size random models the project's stem plan names; keep existing files."""
     plan = StemPlan.load(CONFIG_DIR / PLAN_FILE_NAME)
     roformer = plan.models["bs_roformer_vocals"]
-    checkpoint = folder / roformer["checkpoint"]
+    checkpoint = folder / roformer.checkpoint
     if checkpoint.is_file():
         log(f"kept    {checkpoint}")
     else:
         start = time.perf_counter()
-        write_roformer_checkpoint(checkpoint, plan.config_dir / roformer["config"], seed)
+        write_roformer_checkpoint(checkpoint, roformer.config, seed)
         log(f"wrote   {checkpoint} ({time.perf_counter() - start:.1f} s)")
 
     bags = {  # name: (sources, kwargs, number of models, bag weights)
@@ -93,7 +88,7 @@ def write_full_size_weights(folder: Path, seed: int = 0, log=print) -> Path:
         "htdemucs_6s": (SIX_STEMS, HTDEMUCS_6S_KWARGS, 1, None),
     }
     for index, (name, (sources, kwargs, count, weights)) in enumerate(bags.items()):
-        bag_dir = folder / plan.models[name]["folder"]
+        bag_dir = folder / plan.models[name].folder
         if bag_is_complete(name, bag_dir):
             log(f"kept    {bag_dir / name}.yaml and its models")
             continue

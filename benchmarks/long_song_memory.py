@@ -27,8 +27,9 @@ from benchmarks.full_size_weights import HTDEMUCS_SEGMENT_SECONDS
 from benchmarks.pipeline import GIB, MemoryMonitor, StageRecorder, load_average
 from fixtures.songs import write_long_song
 from fixtures.tiny_weights import write_tiny_weights
-from separation.audio import SAMPLE_RATE
-from separation.pipeline import SeparationSettings, Separator
+from separation.pipeline import Separator
+from separation.samplerate import SAMPLE_RATE
+from separation.settings import SeparationSettings
 
 BYTES_PER_SAMPLE = 4  # float32
 TARGET_EXTRA_BUFFERS = 3  # target: peak growth <= (output stems + 3) x the float32 input

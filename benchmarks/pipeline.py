@@ -41,10 +41,13 @@ import separation.pipeline as pipeline_module
 from benchmarks.full_size_weights import DEFAULT_DIR, write_full_size_weights
 from benchmarks.reference_demix import reference_bs_roformer, reference_demix, use_msst_attention_kernels
 from fixtures.songs import write_long_song
-from separation.audio import SAMPLE_RATE, OutputSettings
 from separation.chunking import separate_chunked
-from separation.pipeline import PLAN_FILE_NAME, Reporter, SeparationSettings, Separator
+from separation.pipeline import Separator
+from separation.plan import PLAN_FILE_NAME, RoformerSpec
+from separation.progress import Reporter
 from separation.roformer import load_config
+from separation.samplerate import SAMPLE_RATE
+from separation.settings import OutputSettings, SeparationSettings
 
 GIB = 1024**3
 BYTES_PER_SAMPLE = 4  # float32
@@ -321,10 +324,10 @@ def compare_reference(
     Ours is also timed at each of `extra_batch_sizes` (same precision), against the same reference time.
     """
     device = separator.device
-    name = next(n for n, spec in separator.plan.models.items() if spec["type"] == "bs_roformer")
+    name = next(n for n, spec in separator.plan.models.items() if isinstance(spec, RoformerSpec))
     ours_model = separator.model(name)
-    ours, ours_batch_size = ours_model.model, settings.batch_size or ours_model.batch_size
-    config = load_config(separator.plan.config_dir / separator.plan.models[name]["config"])
+    ours, ours_batch_size = ours_model.model, settings.batch_size or ours_model.inference["batch_size"]
+    config = load_config(separator.plan.models[name].config)
     reference = reference_bs_roformer(config["model"])
     reference.load_state_dict(ours.state_dict(), strict=True)
     reference = reference.to(device).eval()

@@ -73,7 +73,7 @@ def main() -> None:
 
     torch.manual_seed(0)
     config = load_config(VIPERX_CONFIG)
-    chunk_samples = round(config["inference"]["chunk_seconds"] * 44100)
+    chunk_samples = config["inference"]["chunk_samples"]
     ours = BSRoformer(**config["model"]).eval()
     reference = reference_bs_roformer(config["model"]).eval()
     reference.load_state_dict(ours.state_dict(), strict=True)

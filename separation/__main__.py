@@ -14,20 +14,33 @@ import logging
 import sys
 from pathlib import Path
 
-from .audio import MP3_BITRATES, OUTPUT_FORMATS, OUTPUT_SAMPLE_RATES, WAV_BIT_DEPTHS, OutputSettings
 from .errors import SeparationError
-from .pipeline import SeparationSettings, Separator, StemPlan
+from .manifest import default_weights_dir
+from .pipeline import Separator
+from .plan import StemPlan
 from .progress import TqdmReporter
-from .weights import default_weights_dir
+from .settings import (
+    MP3_BITRATES,
+    OUTPUT_FORMATS,
+    OUTPUT_SAMPLE_RATES,
+    PRECISIONS,
+    WAV_BIT_DEPTHS,
+    OutputSettings,
+    SeparationSettings,
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line; every default and choice comes from `separation.settings`."""
+    settings, output = SeparationSettings(), OutputSettings()
     parser = argparse.ArgumentParser(
         prog="python -m separation", description="Separate songs into stems (BS-RoFormer + Demucs v4)."
     )
     parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="audio or video files")
-    parser.add_argument("--stems", default="vocals_instrumental", help="vocals_instrumental, all_4 or all_6")
-    parser.add_argument("--format", default="wav", choices=OUTPUT_FORMATS)
+    parser.add_argument(
+        "--stems", default=settings.stems, help="a mode of the stem plan (default: %(default)s)"
+    )
+    parser.add_argument("--format", default=output.format, choices=OUTPUT_FORMATS)
     parser.add_argument(
         "--out", type=Path, default=Path("separated"), help="output folder (default: separated)"
     )
@@ -38,19 +51,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="weights folder (default: $SEPARATION_WEIGHTS_DIR or ./weights)",
     )
-    parser.add_argument("--chunk-size", type=float, default=8.0, help="seconds per BS-RoFormer chunk")
-    parser.add_argument("--overlap", type=float, default=4.0, help="seconds of overlap between chunks")
+    parser.add_argument(
+        "--chunk-size",
+        type=float,
+        default=settings.chunk_seconds,
+        help="seconds per BS-RoFormer vocals chunk",
+    )
+    parser.add_argument(
+        "--overlap", type=float, default=settings.overlap_seconds, help="seconds of overlap between chunks"
+    )
     parser.add_argument(
         "--batch-size",
         type=int,
-        default=None,
+        default=settings.batch_size,
         help="chunks or segments per forward pass (default: each model's configured batch size)",
     )
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
-    parser.add_argument("--sample-rate", type=int, default=44100, choices=OUTPUT_SAMPLE_RATES)
-    parser.add_argument("--wav-bit-depth", default="24", choices=WAV_BIT_DEPTHS)
-    parser.add_argument("--mp3-bitrate", type=int, default=320, choices=MP3_BITRATES)
-    parser.add_argument("--max-minutes", type=float, default=30.0, help="reject longer inputs")
+    parser.add_argument("--precision", default=settings.precision, choices=PRECISIONS)
+    parser.add_argument("--sample-rate", type=int, default=output.sample_rate, choices=OUTPUT_SAMPLE_RATES)
+    parser.add_argument("--wav-bit-depth", default=output.wav_bit_depth, choices=WAV_BIT_DEPTHS)
+    parser.add_argument("--mp3-bitrate", type=int, default=output.mp3_bitrate, choices=MP3_BITRATES)
+    parser.add_argument(
+        "--max-minutes", type=float, default=settings.max_duration_seconds / 60, help="reject longer inputs"
+    )
     return parser.parse_args(argv)
 
 
@@ -59,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     weights_dir = args.weights or default_weights_dir()
     try:
-        StemPlan.for_weights(weights_dir).stems_of(args.stems)  # a bad mode fails before models load
+        StemPlan.for_weights(weights_dir).uses(args.stems)  # a bad mode fails before models load
         settings = SeparationSettings(
             stems=args.stems,
             chunk_seconds=args.chunk_size,

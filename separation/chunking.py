@@ -37,8 +37,8 @@ import torch
 import torch.nn.functional as F
 
 from .errors import SettingsError
+from .settings import PRECISIONS, check_batch_size, check_chunking
 
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 CROSSFADE_RAMP_FRACTION = 0.1  # each ramp of a crossfade lasts this fraction of the overlap
 
 ProgressCallback = Callable[[int, int], None]  # (chunks done, chunks in total)
@@ -112,23 +112,6 @@ def start_copy_to_host(estimates: torch.Tensor) -> tuple[torch.Tensor, torch.cud
     copied = torch.cuda.Event()
     copied.record()
     return host, copied
-
-
-def check_chunking(chunk_samples: int, overlap_samples: int) -> None:
-    """Raise SettingsError unless 0 <= overlap < chunk."""
-    if chunk_samples <= 0:
-        raise SettingsError(f"chunk size must be positive, got {chunk_samples} samples")
-    if not 0 <= overlap_samples < chunk_samples:
-        raise SettingsError(
-            f"overlap ({overlap_samples} samples) must be at least 0 and below the chunk size "
-            f"({chunk_samples} samples)"
-        )
-
-
-def check_batch_size(batch_size: int) -> None:
-    """Raise SettingsError unless batch_size is an integer >= 1 (chunks or segments per forward pass)."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise SettingsError(f"batch size must be an integer >= 1, got {batch_size!r}")
 
 
 @torch.inference_mode()
@@ -211,11 +194,3 @@ def separate_chunked(
         add_to_output(*in_flight)
 
     return output[..., overlap_samples:real_end]  # a view: no second track-sized buffer (padding: seconds)
-
-
-def separate_vocals(model, waveform, device, chunk_samples, overlap_samples, **options) -> torch.Tensor:
-    """Vocals of a track from a single-stem vocals model: [2, samples] -> [2, samples] (CPU).
-
-    `options` are those of `separate_chunked` (batch_size, precision, progress).
-    """
-    return separate_chunked(model, waveform, device, chunk_samples, overlap_samples, **options)[0]

@@ -12,8 +12,6 @@ from collections.abc import Callable
 
 from tqdm import tqdm
 
-from .pipeline import Reporter
-
 
 def print_flushed(line: str) -> None:
     """print, flushed at once: the Cog runtime streams a prediction's logs as they are written."""
@@ -21,6 +19,22 @@ def print_flushed(line: str) -> None:
 
 
 MetricRecorder = Callable[..., None]  # (key, value, mode=...), as Cog's record_metric
+
+
+class Reporter:
+    """Receives stage timings and progress; the base class ignores them."""
+
+    def stage_started(self, stage: str) -> None:
+        """A stage (decode, a model, write) begins."""
+
+    def decoded(self, audio_seconds: float) -> None:
+        """The input holds `audio_seconds` of audio."""
+
+    def progress(self, stage: str, done: int, total: int) -> None:
+        """`done` of `total` work units of the current stage are finished."""
+
+    def stage_finished(self, stage: str, seconds: float) -> None:
+        """A stage ended after `seconds` of wall time."""
 
 
 class LogReporter(Reporter):

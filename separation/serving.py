@@ -7,9 +7,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .audio import OutputSettings
-from .pipeline import SeparationSettings, Separator
+from .pipeline import Separator
 from .progress import LogReporter, MetricRecorder
+from .settings import OutputSettings, SeparationSettings
 
 
 class SeparationService:
@@ -24,7 +24,8 @@ class SeparationService:
         logging.basicConfig(level=logging.INFO, format="%(message)s")  # e.g. "vocals scaled by -1.2 dB"
         self.separator = Separator(weights_dir, device)
         self._last_out_dir: Path | None = None
-        print(f"models ready on {self.separator.device}", flush=True)
+        loaded = ", ".join(self.separator.loaded_models)
+        print(f"models ready on {self.separator.device}: {loaded}", flush=True)
 
     def predict(
         self,

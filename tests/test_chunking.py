@@ -11,12 +11,16 @@ from separation.chunking import (
     chunk_window,
     crossfade,
     separate_chunked,
-    separate_vocals,
 )
 from separation.errors import SettingsError
 from separation.roformer import BSRoformer
 
 CHUNK, OVERLAP = 1000, 400  # samples: small numbers keep the tests fast, the logic is the same
+
+
+def vocals_of(model, waveform, device, chunk_samples, overlap_samples, **options) -> torch.Tensor:
+    """The first stem of a chunked separation: [2, samples] -> [2, samples]."""
+    return separate_chunked(model, waveform, device, chunk_samples, overlap_samples, **options)[0]
 
 
 class Identity(torch.nn.Module):
@@ -61,14 +65,14 @@ LENGTHS = {
 @pytest.mark.parametrize("overlap", [0, OVERLAP, CHUNK // 2, 800])
 def test_identity_model_reconstructs_any_length(num_samples, overlap):
     waveform = torch.randn(2, num_samples, generator=torch.Generator().manual_seed(num_samples))
-    vocals = separate_vocals(Identity(), waveform, "cpu", CHUNK, overlap, batch_size=3)
+    vocals = vocals_of(Identity(), waveform, "cpu", CHUNK, overlap, batch_size=3)
     assert vocals.shape == waveform.shape
     assert (vocals - waveform).abs().max().item() <= 1e-6
 
 
 @pytest.mark.parametrize("num_samples", [5, CHUNK, 11 * CHUNK + 17])
 def test_constant_model_gives_the_constant_everywhere(num_samples):
-    out = separate_vocals(Constant(0.25), torch.zeros(2, num_samples), "cpu", CHUNK, OVERLAP)
+    out = vocals_of(Constant(0.25), torch.zeros(2, num_samples), "cpu", CHUNK, OVERLAP)
     assert (out - 0.25).abs().max().item() <= 1e-6  # no seams between chunks, no dips at the edges
 
 
@@ -98,7 +102,7 @@ def test_output_is_independent_of_batch_size():
     model = randomize(BSRoformer(**tiny_config()["model"])).eval()
     chunk, overlap = 8820, 4410  # 0.2 s and 0.1 s
     waveform = 0.1 * torch.randn(2, 5 * chunk + 1234, generator=torch.Generator().manual_seed(3))
-    outputs = [separate_vocals(model, waveform, "cpu", chunk, overlap, batch_size=b) for b in (1, 2, 4)]
+    outputs = [vocals_of(model, waveform, "cpu", chunk, overlap, batch_size=b) for b in (1, 2, 4)]
     assert outputs[0].abs().max().item() > 1e-3
     for other in outputs[1:]:
         assert (other - outputs[0]).abs().max().item() <= 1e-6
@@ -108,7 +112,7 @@ def test_batches_hold_at_most_batch_size_chunks_and_progress_counts_them():
     recorder, calls = ChunkRecorder(), []
     waveform = torch.randn(2, 10 * CHUNK)
     progress = lambda *args: calls.append(args)  # noqa: E731
-    separate_vocals(recorder, waveform, "cpu", CHUNK, OVERLAP, batch_size=4, progress=progress)
+    vocals_of(recorder, waveform, "cpu", CHUNK, OVERLAP, batch_size=4, progress=progress)
     total = sum(shape[0] for shape in recorder.batch_shapes)
     assert all(shape[0] <= 4 and shape[1:] == (2, CHUNK) for shape in recorder.batch_shapes)
     assert calls[-1] == (total, total) and len(calls) == len(recorder.batch_shapes)
@@ -129,15 +133,15 @@ def test_multi_stem_models_keep_their_stems():
 @pytest.mark.parametrize(("chunk", "overlap"), [(CHUNK, CHUNK), (CHUNK, CHUNK + 1), (CHUNK, -1), (0, 0)])
 def test_impossible_overlap_is_a_clear_error(chunk, overlap):
     with pytest.raises(SettingsError, match="chunk"):
-        separate_vocals(Identity(), torch.zeros(2, 100), "cpu", chunk, overlap)
+        vocals_of(Identity(), torch.zeros(2, 100), "cpu", chunk, overlap)
 
 
 def test_bf16_path_runs_on_cpu():
     torch.manual_seed(0)
     model = randomize(BSRoformer(**tiny_config()["model"])).eval()
     waveform = 0.1 * torch.randn(2, 8820)
-    fp32 = separate_vocals(model, waveform, "cpu", 4410, 2205, precision="fp32")
-    bf16 = separate_vocals(model, waveform, "cpu", 4410, 2205, precision="bf16")
+    fp32 = vocals_of(model, waveform, "cpu", 4410, 2205, precision="fp32")
+    bf16 = vocals_of(model, waveform, "cpu", 4410, 2205, precision="bf16")
     assert bf16.dtype == torch.float32
     snr_db = 10 * torch.log10(fp32.pow(2).sum() / (bf16 - fp32).pow(2).sum())
     assert snr_db > 20
@@ -145,7 +149,7 @@ def test_bf16_path_runs_on_cpu():
 
 def test_unknown_precision_is_a_clear_error():
     with pytest.raises(SettingsError, match="precision"):
-        separate_vocals(Identity(), torch.zeros(2, 100), "cpu", CHUNK, OVERLAP, precision="int8")
+        vocals_of(Identity(), torch.zeros(2, 100), "cpu", CHUNK, OVERLAP, precision="int8")
 
 
 class ChunkDependent(torch.nn.Module):

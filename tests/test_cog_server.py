@@ -16,9 +16,10 @@ import pytest
 
 from fixtures.cog_server import CogServer, Receiver, data_url, decode_data_url, read_audio
 from fixtures.songs import write_song
-from separation.audio import SAMPLE_RATE, decode_audio, resample
+from separation.decode import decode_audio
 from separation.errors import AudioError
-from separation.pipeline import CONFIG_DIR, PLAN_FILE_NAME, StemPlan
+from separation.plan import CONFIG_DIR, PLAN_FILE_NAME, StemPlan
+from separation.samplerate import SAMPLE_RATE, resample
 
 SETUP_TIMEOUT_SECONDS = 240
 SONG_SECONDS = 2.5
@@ -36,6 +37,8 @@ SYNC_CASES = [  # every stems mode once, every format once, 48 kHz once
     ("all_6", "wav", 44100),
 ]
 TERMINAL_STATUSES = ("succeeded", "failed", "canceled")
+
+pytestmark = pytest.mark.slow  # each module starts real Cog servers
 
 
 @pytest.fixture(scope="module")
@@ -314,6 +317,6 @@ def test_missing_weight_file_fails_setup_naming_it_and_the_fetch_command(launche
     server = launched["no_checkpoint"]
     health = server.wait_until_settled(SETUP_TIMEOUT_SECONDS)
     assert health["status"] == "SETUP_FAILED", server.explain(health)
-    checkpoint = StemPlan.load(CONFIG_DIR / PLAN_FILE_NAME).models["bs_roformer_vocals"]["checkpoint"]
+    checkpoint = StemPlan.load(CONFIG_DIR / PLAN_FILE_NAME).models["bs_roformer_vocals"].checkpoint
     logs = health["setup"]["logs"]
     assert checkpoint in logs and "python -m separation.weights fetch" in logs, server.explain(logs)

@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from separation import weights
-from separation.weights import build_commands, load_manifest
+from separation.manifest import load_manifest
+from separation.weights import build_commands
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = REPO_ROOT / "tests" / "data" / "cog_config_schema_v1.0.json"

@@ -1,8 +1,5 @@
-"""`.cog/openapi_schema.json`: current with predict.py, and predict.py's literals agree with the package.
-
-predict.py spells its choices and defaults as literals because `cog build` parses it statically;
-these tests are what keep those literals equal to the stem plan and the `separation` constants.
-"""
+"""`.cog/openapi_schema.json` is current with predict.py, and the Cog inputs and the command line offer the
+choices and defaults that `separation.settings` and the stem plan declare."""
 
 from __future__ import annotations
 
@@ -12,8 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from separation.audio import MP3_BITRATES, OUTPUT_FORMATS, OUTPUT_SAMPLE_RATES, WAV_BIT_DEPTHS, OutputSettings
-from separation.pipeline import CONFIG_DIR, PLAN_FILE_NAME, SeparationSettings, StemPlan
+from separation.__main__ import parse_args
+from separation.plan import CONFIG_DIR, PLAN_FILE_NAME, StemPlan
+from separation.settings import (
+    MP3_BITRATES,
+    OUTPUT_FORMATS,
+    OUTPUT_SAMPLE_RATES,
+    PRECISIONS,
+    WAV_BIT_DEPTHS,
+    OutputSettings,
+    SeparationSettings,
+)
 
 GENERATOR_PATH = Path(__file__).resolve().parents[1] / "scripts" / "generate_openapi_schema.py"
 
@@ -91,3 +97,26 @@ def test_defaults_are_the_package_defaults(predictor):
         "mp3_bitrate": output.mp3_bitrate,
     }
     assert {name: predictor.inputs[name].default for name in expected} == expected
+
+
+def test_cli_defaults_and_choices_are_the_package_ones():
+    args = parse_args(["song.wav"])
+    settings, output = SeparationSettings(), OutputSettings()
+    cli_settings = SeparationSettings(
+        stems=args.stems,
+        chunk_seconds=args.chunk_size,
+        overlap_seconds=args.overlap,
+        batch_size=args.batch_size,
+        precision=args.precision,
+        max_duration_seconds=args.max_minutes * 60,
+        output=OutputSettings(
+            format=args.format,
+            sample_rate=args.sample_rate,
+            wav_bit_depth=args.wav_bit_depth,
+            mp3_bitrate=args.mp3_bitrate,
+        ),
+    )
+    assert cli_settings == settings and cli_settings.output == output
+    with pytest.raises(SystemExit):
+        parse_args(["song.wav", "--precision", "int8"])
+    assert all(parse_args(["x", "--precision", p]).precision == p for p in PRECISIONS)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -12,15 +11,17 @@ import pytest
 import soundfile as sf
 import torch
 
-import separation.pipeline as pipeline_module
+import separation.models as models_module
 from fixtures.processes import ffmpeg_children
 from fixtures.songs import write_song
-from separation.audio import RESCALE_PEAK_DBFS, OutputSettings, StemStream, decode_audio, write_stem
-from separation.demucs_wrapper import DemucsSeparator
+from separation.decode import decode_audio
+from separation.demucs_apply import DemucsSeparator
+from separation.encode import RESCALE_PEAK_DBFS, StemStream, write_stem
 from separation.errors import SettingsError, WeightsError
-from separation.pipeline import CONFIG_DIR, PLAN_FILE_NAME, Reporter, SeparationSettings, Separator, StemPlan
-from separation.progress import LogReporter
+from separation.pipeline import Separator
+from separation.progress import LogReporter, Reporter
 from separation.serving import SeparationService
+from separation.settings import OutputSettings, SeparationSettings
 
 REPO = Path(__file__).resolve().parents[1]
 EXPECTED_ORDER = {
@@ -52,21 +53,6 @@ def separator(tiny_weights_dir) -> Separator:
     return Separator(tiny_weights_dir, "cpu")
 
 
-def test_project_plan_orders_stems_as_documented():
-    plan = StemPlan.load(CONFIG_DIR / PLAN_FILE_NAME)
-    assert {mode: plan.stems_of(mode) for mode in plan.modes} == EXPECTED_ORDER
-    assert plan.models_loaded_at("lazy") == ["htdemucs_6s"]
-    assert all(model in plan.models for models in plan.modes.values() for model in models)
-
-
-def test_unknown_mode_is_a_clear_error():
-    plan = StemPlan.load(CONFIG_DIR / PLAN_FILE_NAME)
-    with pytest.raises(
-        SettingsError, match="unknown stems mode 'karaoke'.*vocals_instrumental, all_4, all_6"
-    ):
-        plan.stems_of("karaoke")
-
-
 @pytest.mark.parametrize(("chunk", "overlap"), [(4.0, 4.0), (4.0, 5.0), (8.0, 8.0)])
 def test_overlap_must_be_below_chunk(chunk, overlap):
     with pytest.raises(SettingsError, match=r"overlap .* must be below chunk"):
@@ -79,13 +65,14 @@ def test_bad_batch_size_is_a_clear_error(batch_size):
         SeparationSettings(batch_size=batch_size)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("requested", "roformer_batch", "demucs_batch"), [(None, 4, 8), (2, 2, 2)])
 def test_models_use_their_configured_batch_size_unless_the_request_sets_one(
     separator, song, tmp_path, monkeypatch, requested, roformer_batch, demucs_batch
 ):
     """The RoFormer's default is its config's inference.batch_size, Demucs' the plan's batch_size."""
     used = {}
-    real_chunked, real_demucs = pipeline_module.separate_chunked, DemucsSeparator.separate
+    real_chunked, real_demucs = models_module.separate_chunked, DemucsSeparator.separate
 
     def chunked(model, mix, device, chunk, overlap, batch_size, *args, **kwargs):
         used["roformer"] = batch_size
@@ -95,16 +82,17 @@ def test_models_use_their_configured_batch_size_unless_the_request_sets_one(
         used["demucs"] = batch_size
         return real_demucs(self, name, mix, wanted, progress, batch_size)
 
-    monkeypatch.setattr(pipeline_module, "separate_chunked", chunked)
+    monkeypatch.setattr(models_module, "separate_chunked", chunked)
     monkeypatch.setattr(DemucsSeparator, "separate", demucs)
     separator.separate_file(song, tmp_path, SeparationSettings(stems="all_4", batch_size=requested))
     assert used == {"roformer": roformer_batch, "demucs": demucs_batch}
 
 
-def test_setup_loads_setup_models_only(separator):
-    assert set(separator._models) == {"bs_roformer_vocals", "htdemucs_ft"}
+def test_setup_loads_setup_models_only(tiny_weights_dir):
+    assert Separator(tiny_weights_dir, "cpu").loaded_models == ["bs_roformer_vocals", "htdemucs_ft"]
 
 
+@pytest.mark.slow
 def test_vocals_instrumental_files_and_instrumental_is_mix_minus_vocals(separator, song, tmp_path):
     reporter = RecordingReporter()
     settings = SeparationSettings(output=OutputSettings(format="wav", wav_bit_depth="32-float"))
@@ -123,6 +111,7 @@ def test_vocals_instrumental_files_and_instrumental_is_mix_minus_vocals(separato
     assert progress and progress[-1][2] == progress[-1][3]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["all_4", "all_6"])
 def test_multi_stem_modes_write_every_stem_in_order(separator, song, tmp_path, mode):
     settings = SeparationSettings(stems=mode, output=OutputSettings(format="flac", sample_rate=48000))
@@ -133,7 +122,7 @@ def test_multi_stem_modes_write_every_stem_in_order(separator, song, tmp_path, m
         assert info.samplerate == 48000 and info.channels == 2
         assert abs(info.frames - 2 * 48000) <= 1
     if mode == "all_6":
-        assert "htdemucs_6s" in separator._models  # loaded on first use, then kept
+        assert "htdemucs_6s" in separator.loaded_models  # loaded on first use, then kept
 
 
 def test_missing_weights_are_named_before_anything_loads(tiny_weights_dir, tmp_path):
@@ -200,6 +189,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_cli_separates_several_inputs_with_the_same_file_names(tiny_weights_dir, song, tmp_path):
     other = tmp_path / "other song.wav"
     other.write_bytes(song.read_bytes())
@@ -212,6 +202,7 @@ def test_cli_separates_several_inputs_with_the_same_file_names(tiny_weights_dir,
         assert sorted(p.name for p in (out / name).iterdir()) == ["instrumental.flac", "vocals.flac"]
 
 
+@pytest.mark.slow
 def test_cli_reports_a_bad_input_in_one_line_and_goes_on(tiny_weights_dir, song, tmp_path):
     bogus = tmp_path / "notes.mp3"
     bogus.write_text("not audio")
@@ -265,7 +256,7 @@ class FailsOnCall(Gain):
 def chunk_spy(monkeypatch) -> dict:
     """Records what separate_chunked returned and how many final blocks it handed out."""
     seen = {"returned": [], "final_blocks": 0}
-    real_chunked = pipeline_module.separate_chunked
+    real_chunked = models_module.separate_chunked
 
     def chunked(*args, on_final=None, **kwargs):
         def counting(first_sample, block):
@@ -276,21 +267,21 @@ def chunk_spy(monkeypatch) -> dict:
         seen["returned"].append(result)
         return result
 
-    monkeypatch.setattr(pipeline_module, "separate_chunked", chunked)
+    monkeypatch.setattr(models_module, "separate_chunked", chunked)
     return seen
 
 
 @pytest.fixture
 def stream_writes(monkeypatch) -> list[str]:
-    """The names of the threads that called StemStream.write, one per call."""
-    threads, real_write = [], StemStream.write
+    """The stem of every StemStream.write call, in call order."""
+    stems, real_write = [], StemStream.write
 
     def write(self, block):
-        threads.append(threading.current_thread().name)
+        stems.append(self.stem_name)
         real_write(self, block)
 
     monkeypatch.setattr(StemStream, "write", write)
-    return threads
+    return stems
 
 
 def expected_files(song: Path, vocals: torch.Tensor, out_dir: Path, output: OutputSettings) -> list[Path]:
@@ -314,8 +305,8 @@ def test_streamed_stems_are_the_files_written_after_the_model(
     settings = SeparationSettings(**STREAMING, output=output)
     files = separator.separate_file(song, tmp_path / "out", settings)
     assert chunk_spy["final_blocks"] > 2
-    assert stream_writes.count("write-vocals_0") == chunk_spy["final_blocks"]  # one thread per stem
-    assert stream_writes.count("write-instrumental_0") == chunk_spy["final_blocks"]
+    assert stream_writes.count("vocals") == chunk_spy["final_blocks"]  # every final span, as it came
+    assert stream_writes.count("instrumental") == chunk_spy["final_blocks"]
     [vocals] = chunk_spy["returned"]
     expected = expected_files(song, vocals[0], tmp_path / "expected", output)
     assert [f.name for f in files] == [f.name for f in expected]
@@ -328,7 +319,7 @@ def test_other_output_rates_write_after_the_model(
     monkeypatch.setattr(separator.model("bs_roformer_vocals"), "model", Gain(0.6))
     output = OutputSettings(format="wav", sample_rate=48000)
     files = separator.separate_file(song, tmp_path / "out", SeparationSettings(**STREAMING, output=output))
-    assert chunk_spy["final_blocks"] == 0 and not stream_writes
+    assert not stream_writes  # nothing is streamed: each stem is resampled whole
     [vocals] = chunk_spy["returned"]
     expected = expected_files(song, vocals[0], tmp_path / "expected", output)
     assert all(f.read_bytes() == e.read_bytes() for f, e in zip(files, expected, strict=True))
@@ -354,10 +345,23 @@ def test_a_clipping_instrumental_is_rescaled_as_write_stem_rescales_it(
     mix = sf.read(song, dtype="float32")[0]
     sf.write(song, 2 * mix, 44100, subtype="FLOAT")  # peaks near 1
     monkeypatch.setattr(separator.model("bs_roformer_vocals"), "model", Gain(-0.25))  # mix - vocals: 1.25 mix
-    output = OutputSettings(format="wav", wav_bit_depth="24", clip_policy="rescale")
+    output = OutputSettings(format="wav", wav_bit_depth="24")
     files = separator.separate_file(song, tmp_path / "out", SeparationSettings(**STREAMING, output=output))
     [vocals] = chunk_spy["returned"]
     expected = expected_files(song, vocals[0], tmp_path / "expected", output)
     assert all(f.read_bytes() == e.read_bytes() for f, e in zip(files, expected, strict=True))
     instrumental = sf.read(files[1], dtype="float32")[0]
     assert 20 * np.log10(np.abs(instrumental).max()) == pytest.approx(RESCALE_PEAK_DBFS, abs=1e-3)
+
+
+def test_a_later_model_failing_removes_the_stems_already_written(separator, song, tmp_path, monkeypatch):
+    monkeypatch.setattr(separator.model("bs_roformer_vocals"), "model", Gain(0.6))
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("Demucs failed")
+
+    monkeypatch.setattr(DemucsSeparator, "separate", fail)
+    settings = SeparationSettings(**STREAMING, stems="all_4", output=OutputSettings(format="mp3"))
+    with pytest.raises(RuntimeError, match="Demucs failed"):
+        separator.separate_file(song, tmp_path / "out", settings)
+    assert not list((tmp_path / "out").iterdir()) and not ffmpeg_children()

@@ -19,9 +19,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from separation import weights
+from separation import manifest, weights
+from separation.download import fetch
 from separation.errors import WeightsError
-from separation.weights import WeightFile, build_commands, fetch, load_manifest, verify
+from separation.manifest import WeightFile, load_manifest, verify
+from separation.weights import build_commands
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMUCS_REMOTE_COPIES = REPO_ROOT / "tests" / "data" / "demucs_remote"
@@ -106,7 +108,7 @@ def _entry(target: str, content: bytes, *urls: str, sha256: str | None = None) -
 
 def _package_entry(package_file: str, target: str) -> WeightFile:
     """A manifest entry copied from a package, with the digest of the installed file."""
-    data = weights.package_file_path(package_file).read_bytes()
+    data = manifest.package_file_path(package_file).read_bytes()
     return WeightFile(
         target=target,
         size=len(data),
@@ -300,9 +302,9 @@ def test_fetch_rejects_a_package_file_with_another_digest(tmp_path):
 
 def test_package_file_of_a_missing_package_is_named():
     with pytest.raises(WeightsError, match=r"package 'no_such_package_xyz' is not installed"):
-        weights.package_file_path("no_such_package_xyz/remote/x.yaml")
+        manifest.package_file_path("no_such_package_xyz/remote/x.yaml")
     with pytest.raises(WeightsError, match=r"no such file in the installed demucs package"):
-        weights.package_file_path("demucs/remote/no_such_bag.yaml")
+        manifest.package_file_path("demucs/remote/no_such_bag.yaml")
 
 
 # --- verify ----------------------------------------------------------------------------------------
@@ -393,9 +395,9 @@ def test_cli_download_failure_is_one_clear_line(server, tmp_path, reason):
 
 def test_default_weights_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("SEPARATION_WEIGHTS_DIR", str(tmp_path))
-    assert weights.default_weights_dir() == tmp_path
+    assert manifest.default_weights_dir() == tmp_path
     monkeypatch.delenv("SEPARATION_WEIGHTS_DIR")
-    assert weights.default_weights_dir() == REPO_ROOT / "weights"
+    assert manifest.default_weights_dir() == REPO_ROOT / "weights"
 
 
 # --- build.run lines -------------------------------------------------------------------------------
@@ -474,7 +476,7 @@ def test_real_manifest_is_consistent():
 def test_real_manifest_bags_match_shipped_files_and_list_their_weights(bag):
     files = load_manifest()
     (entry,) = [file for file in files if file.target == f"demucs/{bag}.yaml"]
-    installed = weights.package_file_path(entry.package_file)
+    installed = manifest.package_file_path(entry.package_file)
 
     for copy in (installed, DEMUCS_REMOTE_COPIES / f"{bag}.yaml"):
         data = copy.read_bytes()

@@ -1,7 +1,4 @@
-"""Demucs v4 bags (htdemucs_ft, htdemucs_6s): offline loading, and separation exactly as demucs.api does it.
-
-Loading goes through `demucs.pretrained.get_model(name, repo=bag_dir)`, which reads `<name>.yaml` and the
-`<sig>-<sha256 prefix>.th` files of one local folder and never touches the network.
+"""Applying a Demucs v4 bag (htdemucs_ft, htdemucs_6s) to a track, exactly as demucs.api does it.
 
 Separation follows `demucs.api.Separator.separate_tensor`: the track is normalised by the mean and standard
 deviation of its channel average, run through each sub-model the way `demucs.apply.apply_model` runs it
@@ -37,111 +34,17 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import yaml
 from demucs.apply import BagOfModels
-from demucs.pretrained import REMOTE_ROOT, get_model
-from demucs.repo import check_checksum
-from demucs.states import load_model
 from demucs.utils import center_trim
 
-from separation.chunking import check_batch_size
-from separation.errors import AudioError, SettingsError, WeightsError
+from .demucs_bag import load_bag
+from .errors import AudioError, SettingsError, WeightsError
+from .settings import check_batch_size
 
-FETCH_COMMAND = "python -m separation.weights fetch"
 SHIFT_RANGE_SECONDS = 0.5  # apply_model shifts the track by a random offset in [0, 0.5 s] per shift
 NORMALISATION_EPSILON = 1e-8  # added to the standard deviation, as in demucs.api
 
 ProgressCallback = Callable[[int, int], None]
-
-
-def _weights_error(problem: str) -> WeightsError:
-    """A WeightsError whose message ends with the command that fetches the weights."""
-    return WeightsError(f"{problem}. Fetch the weights with `{FETCH_COMMAND}`.")
-
-
-def _read_signatures(yaml_path: Path) -> list[str]:
-    """The `models` list (8-hex-digit signatures) of a Demucs bag yaml."""
-    try:
-        bag = yaml.safe_load(yaml_path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise _weights_error(f"the Demucs bag file {yaml_path} cannot be read ({exc})") from exc
-    signatures = bag.get("models") if isinstance(bag, dict) else None
-    if not isinstance(signatures, list) or not signatures or not all(isinstance(s, str) for s in signatures):
-        raise _weights_error(
-            f"the Demucs bag file {yaml_path} has no list of model signatures under `models`"
-        )
-    return signatures
-
-
-def _signature_files(bag_dir: Path, sig: str) -> list[Path]:
-    """The `.th` files demucs' LocalRepo would take for `sig`: `<sig>.th` or `<sig>-<checksum>.th`."""
-    return sorted(
-        path
-        for path in bag_dir.iterdir()
-        if path.suffix == ".th" and (path.stem == sig or path.stem.rsplit("-", 1)[0] == sig)
-    )
-
-
-def check_bag_files(name: str, bag_dir: Path) -> None:
-    """Raise WeightsError naming every file bag `name` lacks in `bag_dir`, with the fetch command.
-
-    Checked: `<name>.yaml`, and for each signature it lists exactly one `<sig>-*.th` or `<sig>.th`. When the
-    yaml itself is missing, the signatures come from demucs' packaged copy of it (same bytes) if there is one.
-    Contents are not read here; `load_bag` checks them.
-    """
-    bag_dir = Path(bag_dir)
-    if not bag_dir.is_dir():
-        raise _weights_error(f"the Demucs weights folder {bag_dir} does not exist")
-    yaml_path = bag_dir / f"{name}.yaml"
-    problems = []
-    if yaml_path.is_file():
-        signatures = _read_signatures(yaml_path)
-    else:
-        problems.append(f"missing {yaml_path.name}")
-        packaged_yaml = REMOTE_ROOT / f"{name}.yaml"
-        signatures = _read_signatures(packaged_yaml) if packaged_yaml.is_file() else []
-    for sig in signatures:
-        files = _signature_files(bag_dir, sig)
-        if not files:
-            problems.append(f"missing {sig}-*.th (or {sig}.th)")
-        elif len(files) > 1:
-            problems.append(
-                f"several files for signature {sig} ({', '.join(f.name for f in files)}); keep one"
-            )
-    if problems:
-        raise _weights_error(f"Demucs bag '{name}' is incomplete in {bag_dir}: {'; '.join(problems)}")
-
-
-def _find_unloadable_file(name: str, bag_dir: Path) -> tuple[Path, Exception] | None:
-    """After a failed load: the first model file of the bag that fails its checksum or does not load."""
-    for sig in _read_signatures(bag_dir / f"{name}.yaml"):
-        (path,) = _signature_files(bag_dir, sig)
-        try:
-            if "-" in path.stem:
-                check_checksum(path, path.stem.rsplit("-", 1)[1])
-            load_model(path)
-        except Exception as exc:
-            return path, exc
-    return None
-
-
-def load_bag(name: str, bag_dir: Path, device: torch.device | str) -> BagOfModels:
-    """Load bag `name` from the local folder `bag_dir` only, move it to `device` and set eval mode.
-
-    A missing, corrupt or tampered file (a checksum that does not match the file name, an unpicklable file,
-    a state that does not fit the model) raises WeightsError naming the file and the fetch command.
-    """
-    bag_dir = Path(bag_dir)
-    check_bag_files(name, bag_dir)
-    try:
-        bag = get_model(name, repo=bag_dir)
-    except Exception as exc:
-        culprit = _find_unloadable_file(name, bag_dir)
-        if culprit is None:
-            raise _weights_error(f"Demucs bag '{name}' in {bag_dir} cannot be loaded ({exc})") from exc
-        path, cause = culprit
-        raise _weights_error(f"the Demucs weight file {path} is corrupt or was altered ({cause})") from exc
-    return bag.to(device).eval()
 
 
 @contextmanager
@@ -165,10 +68,8 @@ def _segment_samples(model: torch.nn.Module) -> int:
     return int(model.samplerate * model.segment)
 
 
-def _segment_starts(model: torch.nn.Module, piece_samples: int, split: bool, overlap: float) -> range:
-    """Where the forward passes over a `piece_samples`-sample input start (split=False: one, at 0)."""
-    if not split:
-        return range(1)
+def _segment_starts(model: torch.nn.Module, piece_samples: int, overlap: float) -> range:
+    """Where the forward passes over a `piece_samples`-sample input start."""
     segment_samples = _segment_samples(model)
     stride_samples = int((1 - overlap) * segment_samples)
     if stride_samples < 1:
@@ -176,16 +77,14 @@ def _segment_starts(model: torch.nn.Module, piece_samples: int, split: bool, ove
     return range(0, piece_samples, stride_samples)
 
 
-def _max_forward_passes(
-    model: torch.nn.Module, samples: int, shifts: int, split: bool, overlap: float
-) -> int:
+def _max_forward_passes(model: torch.nn.Module, samples: int, shifts: int, overlap: float) -> int:
     """The most segments apply_model can run through `model` for a track of `samples` samples.
 
     Each shift pads the track by up to `_max_shift_samples` (the random offset decides how much), which can
     add one segment; the bound assumes it always does.
     """
     longest_samples = samples + (_max_shift_samples(model) if shifts else 0)
-    return max(shifts, 1) * len(_segment_starts(model, longest_samples, split, overlap))
+    return max(shifts, 1) * len(_segment_starts(model, longest_samples, overlap))
 
 
 def _segment_weight(segment_samples: int, device: torch.device) -> torch.Tensor:
@@ -241,14 +140,12 @@ class _NormalisedTrack:
         return F.pad(inside, (first - start, start + length - last))[None]
 
 
-def _check_settings(shifts: int, overlap: float, split: bool, seed: int) -> None:
+def _check_settings(shifts: int, overlap: float, seed: int) -> None:
     """SettingsError naming the first unusable value."""
     if isinstance(shifts, bool) or not isinstance(shifts, int) or shifts < 0:
         raise SettingsError(f"shifts must be an integer >= 0, got {shifts!r}")
     if isinstance(overlap, bool) or not isinstance(overlap, (int, float)) or not 0 <= overlap < 1:
         raise SettingsError(f"overlap must be a number in [0, 1), got {overlap!r}")
-    if not isinstance(split, bool):
-        raise SettingsError(f"split must be True or False, got {split!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise SettingsError(f"seed must be an integer, got {seed!r}")
 
@@ -269,7 +166,7 @@ def _check_mix(mix: object, channels: int) -> None:
 class DemucsSeparator:
     """Holds loaded bags by name; loads a bag on first use and then keeps it (lazy).
 
-    `shifts`, `overlap` and `split` mean what `demucs.apply.apply_model`'s arguments mean; `seed` seeds the
+    `shifts` and `overlap` mean what `demucs.apply.apply_model`'s arguments mean; `seed` seeds the
     shift offsets so the same request gives the same output. Bags are kept on `device`; the track and the
     outputs stay in host memory, and only segments go to the device.
     """
@@ -281,10 +178,9 @@ class DemucsSeparator:
         *,
         shifts: int = 1,
         overlap: float = 0.25,
-        split: bool = True,
         seed: int = 0,
     ) -> None:
-        _check_settings(shifts, overlap, split, seed)
+        _check_settings(shifts, overlap, seed)
         try:
             self.device = torch.device(device)
         except (RuntimeError, TypeError) as exc:
@@ -292,7 +188,6 @@ class DemucsSeparator:
         self.bag_dir = Path(bag_dir)
         self.shifts = shifts
         self.overlap = float(overlap)
-        self.split = split
         self.seed = seed
         self._bags: dict[str, BagOfModels] = {}
         # Loading and the seeded use of the process-wide `random` must not interleave between threads.
@@ -309,10 +204,6 @@ class DemucsSeparator:
         """Load bag `name` now (a no-op if it is already loaded)."""
         self._bag(name)
 
-    def sources(self, name: str) -> list[str]:
-        """Source names of bag `name`, in output order (loads the bag)."""
-        return list(self._bag(name).sources)
-
     def _source_indices(self, bag: BagOfModels, name: str, wanted: Sequence[str]) -> list[int]:
         """Indices into `bag.sources` of the wanted sources, in request order, without repeats."""
         if isinstance(wanted, str) or not wanted:
@@ -327,17 +218,6 @@ class DemucsSeparator:
             if all(weights[k] == 0 for weights in bag.weights):
                 raise WeightsError(f"bag '{name}' gives source {bag.sources[k]} weight 0 in every model")
         return indices
-
-    def _check_unsplit_length(self, bag: BagOfModels, samples: int) -> None:
-        """With split=False every model sees the whole (shifted) track at once: it must fit one segment."""
-        for model in bag.models:
-            longest_samples = samples + (_max_shift_samples(model) if self.shifts else 0)
-            if longest_samples > _segment_samples(model):
-                raise SettingsError(
-                    f"split=False runs the whole track through the model at once, which takes at most "
-                    f"{_segment_samples(model)} samples here (shift margin included), not {longest_samples}; "
-                    f"use split=True"
-                )
 
     def separate(
         self,
@@ -363,10 +243,6 @@ class DemucsSeparator:
         source_indices = self._source_indices(bag, name, wanted)
         _check_mix(mix, bag.audio_channels)
         mix = mix.cpu()  # [channels, samples]
-        samples = mix.shape[1]
-        if not self.split:
-            self._check_unsplit_length(bag, samples)
-
         track = _NormalisedTrack.of(mix)
         with self._lock, _seeded_python_random(self.seed):
             estimates = self._apply_bag(bag, track, source_indices, progress, batch_size)
@@ -394,8 +270,7 @@ class DemucsSeparator:
             i for i, weights in enumerate(bag.weights) if any(weights[k] != 0 for k in source_indices)
         ]
         model_passes = {
-            i: _max_forward_passes(bag.models[i], samples, self.shifts, self.split, self.overlap)
-            for i in run_indices
+            i: _max_forward_passes(bag.models[i], samples, self.shifts, self.overlap) for i in run_indices
         }
         total_passes, done_passes = sum(model_passes.values()), 0
 
@@ -442,7 +317,7 @@ class DemucsSeparator:
         """Draw from `random` what running `model` over a `samples`-sample track would draw, in the same
         order (shift offsets, then one draw per forward pass), without running it."""
         for lead in self._shift_leads(model):
-            for _ in _segment_starts(model, lead + samples, self.split, self.overlap):
+            for _ in _segment_starts(model, lead + samples, self.overlap):
                 _replay_forward_draws(model)
 
     def _add_sub_model(
@@ -486,22 +361,18 @@ class DemucsSeparator:
         """One pass of `model` over track samples [start, start + samples), as apply_model with shifts=0.
 
         Yields (first, block): block [1, len(rows), channels, n] on the CPU is the finished output for track
-        samples [first, first + n); the blocks follow each other and cover the pass. With split, segment
-        outputs are cross-faded in a buffer one segment long; after each segment, the samples no later
+        samples [first, first + n); the blocks follow each other and cover the pass. Segment outputs are
+        cross-faded in a buffer one segment long; after each segment, the samples no later
         segment reaches are divided by their summed weight and yielded. Segments go to the model
         `batch_size` at a time.
         """
-        if not self.split:
-            (out,) = self._forward(model, track, [(start, samples)], rows, on_forward)
-            yield start, out.cpu()
-            return
         segment_samples = _segment_samples(model)
         weight = _segment_weight(segment_samples, self.device)  # [segment]
         host_weight = weight.cpu()
         channels = track.mix.shape[0]
         pending = torch.zeros(1, len(rows), channels, segment_samples)  # [1, rows, channels, segment]
         pending_weight = torch.zeros(segment_samples)  # [segment]
-        offsets = _segment_starts(model, samples, self.split, self.overlap)
+        offsets = _segment_starts(model, samples, self.overlap)
         for first in range(0, len(offsets), batch_size):
             batch_offsets = offsets[first : first + batch_size]
             spans = [(start + offset, min(segment_samples, samples - offset)) for offset in batch_offsets]

@@ -1,0 +1,109 @@
+"""The plan's model types as the pipeline uses them: what weight files each needs, and separating a mix.
+
+Every model answers `separate(mix, wanted, settings, progress, on_final)` with its whole wanted stems,
+{stem: float32 [2, samples] CPU}. A BS-RoFormer also hands each span of its stems to `on_final` as soon as
+it is final, so the stem writer can encode it while the model runs; Demucs gives whole stems only.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from .chunking import separate_chunked
+from .demucs_apply import DemucsSeparator
+from .demucs_bag import bag_file_problems
+from .plan import DemucsSpec, ModelSpec, RoformerSpec
+from .roformer import load_bs_roformer, load_config
+from .settings import SeparationSettings
+
+ProgressCallback = Callable[[int, int], None]  # (work done, work in total)
+FinalStems = Callable[[int, dict[str, torch.Tensor]], None]  # (first sample, {stem: final [2, n] span})
+
+
+class RoformerModel:
+    """A BS-RoFormer checkpoint run in overlapping chunks; its config names its stems (one per mask head)."""
+
+    def __init__(self, spec: RoformerSpec, weights_dir: Path, device: torch.device):
+        config = load_config(spec.config)
+        self.spec, self.device = spec, device
+        self.stems: list[str] = config["stems"]
+        self.inference: dict = config["inference"]
+        self.model = load_bs_roformer(spec.config, Path(weights_dir) / spec.checkpoint, device)
+
+    @staticmethod
+    def weight_problems(spec: RoformerSpec, weights_dir: Path) -> list[str]:
+        """The checkpoint is present and a zip archive (its tensors are checked when it loads)."""
+        path = Path(weights_dir) / spec.checkpoint
+        if not path.is_file():
+            return [f"missing weight file {path}"]
+        if not zipfile.is_zipfile(path):
+            return [f"{path} is not a PyTorch checkpoint, or it is truncated (no zip directory found)"]
+        return []
+
+    def chunking(self, settings: SeparationSettings) -> tuple[int, int]:
+        """(chunk_samples, overlap_samples): the request's for `chunking: request`, else the config's."""
+        if self.spec.chunking == "request":
+            return settings.chunk_samples, settings.overlap_samples
+        return self.inference["chunk_samples"], self.inference["overlap_samples"]
+
+    def separate(
+        self,
+        mix: torch.Tensor,
+        wanted: Sequence[str],
+        settings: SeparationSettings,
+        progress: ProgressCallback,
+        on_final: FinalStems,
+    ) -> dict[str, torch.Tensor]:
+        """mix: [2, samples] CPU float32 -> {stem: [2, samples]} for the wanted stems."""
+        indices = {stem: self.stems.index(stem) for stem in wanted}
+
+        def final_stems(first_sample: int, block: torch.Tensor) -> None:  # block: [stems, 2, n]
+            on_final(first_sample, {stem: block[index] for stem, index in indices.items()})
+
+        chunk_samples, overlap_samples = self.chunking(settings)
+        estimates = separate_chunked(  # [stems, 2, samples]
+            self.model,
+            mix,
+            self.device,
+            chunk_samples,
+            overlap_samples,
+            settings.batch_size or self.inference["batch_size"],
+            settings.precision,
+            progress,
+            on_final=final_stems,
+        )
+        return {stem: estimates[index] for stem, index in indices.items()}
+
+
+class DemucsModel:
+    """One Demucs bag, applied the way the Demucs API applies it."""
+
+    def __init__(self, spec: DemucsSpec, weights_dir: Path, device: torch.device):
+        self.spec = spec
+        self.separator = DemucsSeparator(Path(weights_dir) / spec.folder, device)
+        self.separator.preload(spec.bag)
+
+    @staticmethod
+    def weight_problems(spec: DemucsSpec, weights_dir: Path) -> list[str]:
+        """The bag yaml and one model file per signature are present."""
+        return bag_file_problems(spec.bag, Path(weights_dir) / spec.folder)
+
+    def separate(
+        self,
+        mix: torch.Tensor,
+        wanted: Sequence[str],
+        settings: SeparationSettings,
+        progress: ProgressCallback,
+        on_final: FinalStems,
+    ) -> dict[str, torch.Tensor]:
+        """mix: [2, samples] CPU float32 -> {stem: [2, samples]}; whole stems only (on_final is unused)."""
+        batch_size = settings.batch_size or self.spec.batch_size
+        return self.separator.separate(self.spec.bag, mix, wanted, progress, batch_size)
+
+
+Model = RoformerModel | DemucsModel
+MODEL_CLASSES: dict[type[ModelSpec], type[Model]] = {RoformerSpec: RoformerModel, DemucsSpec: DemucsModel}

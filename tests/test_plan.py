@@ -1,0 +1,94 @@
+"""The stem plan: typed, checked when it is loaded, and in agreement with the weights manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from separation.errors import SettingsError
+from separation.manifest import load_manifest
+from separation.plan import CONFIG_DIR, PLAN_FILE_NAME, DemucsSpec, RoformerSpec, StemPlan
+
+EXPECTED_ORDER = {
+    "vocals_instrumental": ["vocals", "instrumental"],
+    "all_4": ["vocals", "instrumental", "drums", "bass", "other"],
+    "all_6": ["vocals", "instrumental", "drums", "bass", "guitar", "piano", "other"],
+}
+
+
+@pytest.fixture
+def plan() -> StemPlan:
+    return StemPlan.load(CONFIG_DIR / PLAN_FILE_NAME)
+
+
+def test_project_plan_orders_stems_as_documented(plan):
+    assert {mode: plan.stems_of(mode) for mode in plan.modes} == EXPECTED_ORDER
+    assert plan.models_loaded_at("lazy") == ["htdemucs_6s"]
+    assert plan.complements == {"instrumental": "vocals"}
+
+
+def test_unknown_mode_is_a_clear_error(plan):
+    with pytest.raises(
+        SettingsError, match="unknown stems mode 'karaoke'.*vocals_instrumental, all_4, all_6"
+    ):
+        plan.stems_of("karaoke")
+
+
+def test_specs_are_typed_and_config_paths_resolved(plan):
+    vocals = plan.models["bs_roformer_vocals"]
+    assert isinstance(vocals, RoformerSpec) and vocals.chunking == "request" and vocals.config.is_file()
+    assert isinstance(plan.models["htdemucs_ft"], DemucsSpec) and plan.models["htdemucs_ft"].batch_size == 8
+
+
+def edited_plan(tmp_path: Path, edit) -> Path:
+    """The project's plan with `edit(document)` applied, written to tmp_path (configs copied beside it)."""
+    document = yaml.safe_load((CONFIG_DIR / PLAN_FILE_NAME).read_text())
+    edit(document)
+    for config in CONFIG_DIR.glob("config_*.yaml"):
+        (tmp_path / config.name).write_text(config.read_text())
+    path = tmp_path / PLAN_FILE_NAME
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        (
+            lambda d: d["models"]["htdemucs_ft"].update(type="mel_band_roformer"),
+            "unknown type 'mel_band_roformer'",
+        ),
+        (lambda d: d["modes"]["all_4"].update(htdemucs_v5=["drums"]), "undefined model 'htdemucs_v5'"),
+        (lambda d: d["modes"]["all_6"]["htdemucs_6s"].append("ukulele"), "ukulele, not in output_order"),
+        (lambda d: d["output_order"].remove("instrumental"), "complement instrumental = mix - vocals"),
+        (lambda d: d["models"]["htdemucs_6s"].update(load="sometimes"), "load must be one of setup, lazy"),
+        (lambda d: d["models"]["bs_roformer_vocals"].update(chunking="auto"), "chunking must be one of"),
+        (lambda d: d["models"]["htdemucs_ft"].update(segment=7.8), "unknown keys \\['segment'\\]"),
+        (lambda d: d.pop("output_order"), "malformed"),
+    ],
+)
+def test_a_bad_plan_is_rejected_at_load_with_a_reason(tmp_path, edit, words):
+    with pytest.raises(SettingsError, match=words):
+        StemPlan.load(edited_plan(tmp_path, edit))
+
+
+def test_the_plan_and_the_weights_manifest_agree(plan):
+    """Every model of the plan has its files in the manifest, and every manifest file belongs to one."""
+    files = load_manifest()
+    targets_by_model: dict[str, set[str]] = {}
+    for file in files:
+        targets_by_model.setdefault(file.model, set()).add(file.target)
+    assert set(targets_by_model) == set(plan.models)
+    for name, spec in plan.models.items():
+        if isinstance(spec, RoformerSpec):
+            assert targets_by_model[name] == {spec.checkpoint}
+        else:
+            bag = yaml.safe_load(
+                (CONFIG_DIR.parent / "tests" / "data" / "demucs_remote" / f"{spec.bag}.yaml").read_text()
+            )
+            expected = {f"{spec.folder}/{spec.bag}.yaml"}
+            assert expected <= targets_by_model[name]
+            signatures = {Path(target).name.split("-")[0] for target in targets_by_model[name] - expected}
+            assert signatures == set(bag["models"])
