@@ -15,6 +15,7 @@ venv="${VENV:-.venv}"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install -q --upgrade pip
 "$venv/bin/python" -m pip install -q -r requirements-dev.txt
+"$venv/bin/python" -m pip install -q --no-deps msst==0.1.0
 
 "$venv/bin/ruff" check .
 "$venv/bin/ruff" format --check .

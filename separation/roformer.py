@@ -2,8 +2,12 @@
 
 The module tree reproduces the state_dict layout of the checkpoints trained with the
 Music-Source-Separation-Training code (e.g. viperx `model_bs_roformer_ep_317_sdr_12.9755.ckpt`,
-699 keys), so they load strictly, and the forward pass computes what that code computed when
-the published SDRs were measured (no zero-DC step, iSTFT trimmed to the input length).
+699 keys; MVSep Mega-53, 53 mask estimators, 13,595 keys), so they load strictly, and the forward
+pass computes what that code computed when the published SDRs were measured (iSTFT trimmed to the
+input length; the zero-DC step of MSST 0.1.0 where the config sets `zero_dc`).
+
+A multi-stem checkpoint is loaded by `RoformerCheckpoint`: the trunk at once, each mask estimator
+("head") when a request first needs it; `forward(audio, heads)` computes only the heads it is given.
 
 Einops letters: b batch, s audio channel, f frequency bin, t STFT frame, c real/imag,
 k band, n stem, h head, d feature.
@@ -11,8 +15,9 @@ k band, n stem, h head, d feature.
 
 from __future__ import annotations
 
+import re
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from itertools import pairwise
 from pathlib import Path
 
@@ -247,7 +252,9 @@ class MaskEstimator(nn.Module):
 class BSRoformer(nn.Module):
     """Band-Split RoFormer: STFT -> band split -> axial (time, band) transformers -> masks -> iSTFT.
 
-    The keyword arguments are the `model` section of an MSST-style config.
+    The keyword arguments are the `model` section of an MSST-style config. `zero_dc` sets the DC bin
+    of the masked spectrum to 0 before the iSTFT, as MSST does since 2025-09 (Mega-53 was scored so);
+    off by default, as when the viperx checkpoint was scored.
     """
 
     def __init__(
@@ -270,6 +277,7 @@ class BSRoformer(nn.Module):
         mask_estimator_depth: int = 2,
         mlp_expansion_factor: int = 4,
         skip_connection: bool = False,
+        zero_dc: bool = False,
         **training_only,
     ):
         super().__init__()
@@ -283,6 +291,7 @@ class BSRoformer(nn.Module):
         self.num_stems = num_stems
         self.n_fft, self.hop_length, self.win_length = stft_n_fft, stft_hop_length, stft_win_length
         self.stft_normalized = stft_normalized
+        self.zero_dc = zero_dc
         num_bins = stft_n_fft // 2 + 1
         if sum(freqs_per_bands) != num_bins:
             raise ValueError(f"freqs_per_bands sum to {sum(freqs_per_bands)}, the STFT has {num_bins} bins")
@@ -310,8 +319,13 @@ class BSRoformer(nn.Module):
     def _window(self, device: torch.device) -> torch.Tensor:
         return torch.hann_window(self.win_length, device=device)
 
-    def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        """[batch, channels, samples] -> [batch, stems, channels, samples]"""
+    def forward(self, audio: torch.Tensor, heads: Sequence[int] | None = None) -> torch.Tensor:
+        """[batch, channels, samples] -> [batch, len(heads), channels, samples]
+
+        `heads` are the mask estimators to run, by index, in the output's order (None: all of them);
+        the others are not computed.
+        """
+        estimators = self.mask_estimators if heads is None else [self.mask_estimators[i] for i in heads]
         samples = audio.shape[-1]
         window = self._window(audio.device)
         stft_kwargs = dict(
@@ -339,9 +353,11 @@ class BSRoformer(nn.Module):
             (x,) = unpack(x, ps, "* k d")
         x = self.final_norm(x)
 
-        mask = torch.stack([estimator(x) for estimator in self.mask_estimators], dim=1)  # [b, n, t, (f s c)]
+        mask = torch.stack([estimator(x) for estimator in estimators], dim=1)  # [b, n, t, (f s c)]
         mask = rearrange(mask.float(), "b n t (f s c) -> b n s f t c", s=self.audio_channels, c=2)
         masked = spec[:, None] * torch.view_as_complex(mask.contiguous())  # [b, n, s, f, t]
+        if self.zero_dc:
+            masked[..., 0, :] = 0  # the DC bin of every frame, after masking (MSST 0.1.0)
 
         flat, packed_shape = pack([masked], "* f t")
         out = torch.istft(flat, **stft_kwargs, length=samples)  # [(b n s), t]
@@ -359,7 +375,7 @@ def read_state_dict(checkpoint_path: str | Path) -> dict[str, torch.Tensor]:
     """Memory-map a checkpoint's tensors (CPU, no copy) and unwrap a training wrapper if present."""
     path = Path(checkpoint_path)
     if not path.is_file():
-        raise WeightsError(f"checkpoint not found: {path} (fetch it: python -m separation.weights fetch)")
+        raise WeightsError(f"checkpoint file missing: {path}")
     if not zipfile.is_zipfile(path):
         raise WeightsError(f"{path} is not a PyTorch checkpoint, or it is truncated (no zip directory found)")
     try:
@@ -394,19 +410,76 @@ def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: s
         raise WeightsError("\n".join(lines))
 
 
+def split_heads(
+    state: dict[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], dict[int, dict[str, torch.Tensor]]]:
+    """Split a state_dict into the trunk's entries and each mask estimator's: (trunk, {head: entries})."""
+    trunk: dict[str, torch.Tensor] = {}
+    heads: dict[int, dict[str, torch.Tensor]] = {}
+    for key, tensor in state.items():
+        match = re.match(r"mask_estimators\.(\d+)\.", key)
+        (heads.setdefault(int(match[1]), {}) if match else trunk)[key] = tensor
+    return trunk, heads
+
+
+class RoformerCheckpoint:
+    """A BS-RoFormer filled from a memory-mapped checkpoint: the trunk at once, heads on first use.
+
+    The model is built on the meta device and the checkpoint's full key listing is checked against
+    it strictly, the heads not loaded included. Then the trunk and the requested mask estimators
+    ("heads"; None: all) are copied to `device` as float32, which is exact for the float16 and
+    float32 checkpoints. The other heads stay on `meta`, and their tensors stay unread in the
+    file mapping until `ensure_heads` asks for them. The trunk includes the rotary `freqs`: they
+    come from the checkpoint (float16-rounded in Mega-53), never recomputed.
+    """
+
+    def __init__(
+        self,
+        config_path: str | Path,
+        checkpoint_path: str | Path,
+        device: str | torch.device = "cpu",
+        heads: Iterable[int] | None = None,
+    ):
+        with torch.device("meta"):
+            self.model = BSRoformer(**load_config(config_path)["model"]).eval()
+        state = read_state_dict(checkpoint_path)
+        check_state_dict(self.model, state, checkpoint_path)
+        self.device = torch.device(device)
+        trunk, self._unloaded = split_heads(state)  # _unloaded: head -> its memory-mapped tensors
+        self._assign(trunk)
+        self.ensure_heads(range(self.model.num_stems) if heads is None else heads)
+
+    @property
+    def loaded_heads(self) -> list[int]:
+        """Indices of the mask estimators on the device."""
+        return [head for head in range(self.model.num_stems) if head not in self._unloaded]
+
+    def ensure_heads(self, heads: Iterable[int]) -> None:
+        """Copy these mask estimators to the device, unless they are there already."""
+        for head in heads:
+            if not 0 <= head < self.model.num_stems:
+                raise IndexError(f"head {head} out of range: the model has {self.model.num_stems}")
+            self._assign(self._unloaded.pop(head, {}))
+
+    def _assign(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Make checkpoint tensors the model's parameters, as float32 on the device (no copy where they are).
+
+        Set one by one: load_state_dict would walk every module, the meta heads' too, on each call.
+        """
+        for key, tensor in tensors.items():
+            module_name, _, name = key.rpartition(".")
+            module = self.model.get_submodule(module_name)
+            requires_grad = getattr(module, name).requires_grad
+            setattr(module, name, nn.Parameter(tensor.to(self.device, torch.float32), requires_grad))
+
+
 def load_bs_roformer(
     config_path: str | Path, checkpoint_path: str | Path, device: str | torch.device = "cpu"
 ) -> BSRoformer:
     """Build the model from a config on the meta device and load a checkpoint strictly onto `device`.
 
-    The checkpoint is memory-mapped and its tensors are assigned to the model as they are (CPU)
-    or copied once to the target device, so loading costs no second host copy.
+    All heads are loaded. The checkpoint is memory-mapped and its tensors are assigned to the model
+    as they are (float32 on the CPU) or copied once to the target device and dtype, so loading
+    costs no second host copy.
     """
-    config = load_config(config_path)
-    with torch.device("meta"):
-        model = BSRoformer(**config["model"])
-    state = read_state_dict(checkpoint_path)
-    check_state_dict(model, state, checkpoint_path)
-    state = {key: value.to(device=device, dtype=torch.float32) for key, value in state.items()}
-    model.load_state_dict(state, strict=True, assign=True)
-    return model.eval()
+    return RoformerCheckpoint(config_path, checkpoint_path, device).model

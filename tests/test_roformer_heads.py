@@ -1,0 +1,230 @@
+"""Multi-stem BS-RoFormer (MVSep Mega-53): zero-DC against MSST 0.1.0, head selection, partial loading."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import importlib.util
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from fixtures.tiny_roformer import MEGA53_CONFIG, VIPERX_CONFIG, randomize, tiny_config, write_tiny_mega53
+from separation.errors import WeightsError
+from separation.roformer import (
+    BSRoformer,
+    RoformerCheckpoint,
+    RotaryEmbedding,
+    load_bs_roformer,
+    load_config,
+    split_heads,
+)
+
+DATA = Path(__file__).parent / "data"
+MEGA53_YAML = DATA / "mvsep_mega_model_bs_roformer_53_stems.yaml"  # MSST's file, byte for byte
+MEGA53_YAML_SHA256 = "7e198062a251587088adb91215a4f44ab59e67bd62fcc805cf54d6e7dfc51103"
+
+
+@functools.cache
+def msst_bs_roformer() -> types.ModuleType:
+    """MSST 0.1.0's `msst/models/bs_roformer/bs_roformer.py`, without running the package `__init__`s.
+
+    The package root imports MSST's training and inference stack; the model module needs only
+    its sibling `attend.py`, torch, einops, beartype and rotary-embedding-torch.
+    """
+    root = Path(importlib.util.find_spec("msst").submodule_search_locations[0])
+    folders = {
+        "msst": root,
+        "msst.models": root / "models",
+        "msst.models.bs_roformer": root / "models/bs_roformer",
+    }
+    for name, folder in folders.items():
+        package = types.ModuleType(name)  # empty: its submodules import, its __init__ does not run
+        package.__path__ = [str(folder)]
+        sys.modules.setdefault(name, package)
+    return importlib.import_module("msst.models.bs_roformer.bs_roformer")
+
+
+def published(path: Path) -> dict:
+    """An MSST config as MSST reads it (yaml.FullLoader), tuples turned into lists."""
+    with open(path) as f:
+        config = yaml.load(f, Loader=yaml.FullLoader)
+    config["model"] = {k: list(v) if isinstance(v, tuple) else v for k, v in config["model"].items()}
+    return config
+
+
+@pytest.fixture(scope="module")
+def tiny_mega53(tmp_path_factory) -> tuple[Path, Path]:
+    """(config_path, checkpoint_path) of a tiny 53-head float16 checkpoint."""
+    return write_tiny_mega53(tmp_path_factory.mktemp("mega53"))
+
+
+@pytest.fixture(scope="module")
+def tiny_mega53_saved(tiny_mega53) -> dict[str, torch.Tensor]:
+    """The tiny checkpoint's state_dict as saved (float16)."""
+    return torch.load(tiny_mega53[1], weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def full_tiny_mega53(tiny_mega53) -> BSRoformer:
+    """The tiny checkpoint with all 53 heads loaded (float32)."""
+    return load_bs_roformer(*tiny_mega53)
+
+
+def song(samples: int, seed: int = 0) -> torch.Tensor:
+    """Random stereo audio: [1, 2, samples]."""
+    return 0.1 * torch.randn(1, 2, samples, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.filterwarnings("ignore:.*sdp_kernel.*:FutureWarning")  # MSST's attention on the CPU
+@pytest.mark.parametrize("zero_dc", [False, True])
+@pytest.mark.parametrize("samples", [2 * 44100, 160 * 512])  # 2 s (172.3 hops); a whole number of hops
+def test_forward_equals_msst(zero_dc, samples):
+    config = tiny_config(dim=32, depth=2, heads=2, dim_head=16, base=MEGA53_CONFIG)["model"]
+    config |= {"num_stems": 3, "zero_dc": zero_dc}
+    torch.manual_seed(0)
+    ours = randomize(BSRoformer(**config)).eval()
+    reference_kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+    reference = msst_bs_roformer().BSRoformer(**reference_kwargs).eval()
+    reference.load_state_dict(ours.state_dict(), strict=True)
+    audio = song(samples)
+    with torch.inference_mode():
+        expected = reference(audio)  # [b, n, s, t]
+        actual = ours(audio)
+        expected_selected = reference(audio, active_stem_ids=[2, 0])
+        actual_selected = ours(audio, heads=[2, 0])
+    assert actual.shape == expected.shape == (1, 3, 2, samples)
+    assert (actual - expected).abs().max().item() <= 1e-5
+    assert (actual_selected - expected_selected).abs().max().item() <= 1e-5
+    assert expected.abs().max().item() > 1e-3  # the comparison is not between two silences
+
+
+def test_config_model_is_the_published_one_with_zero_dc():
+    assert hashlib.sha256(MEGA53_YAML.read_bytes()).hexdigest() == MEGA53_YAML_SHA256
+    ours, upstream = load_config(MEGA53_CONFIG), published(MEGA53_YAML)
+    assert ours["model"] == upstream["model"] | {"zero_dc": True}
+    assert ours["stems"] == upstream["training"]["instruments"]
+    assert len(ours["stems"]) == ours["model"]["num_stems"] == 53
+    assert ours["stems"][20] == "guitar"
+
+
+@pytest.mark.parametrize(
+    ("config_path", "upstream_path"),
+    [(VIPERX_CONFIG, DATA / "model_bs_roformer_ep_317_sdr_12.9755.yaml"), (MEGA53_CONFIG, MEGA53_YAML)],
+)
+def test_inference_section_is_msst_chunking_in_samples(config_path, upstream_path):
+    ours, upstream = load_config(config_path)["inference"], published(upstream_path)
+    # MSST's demix: inference.chunk_size where given, else audio.chunk_size; step chunk // num_overlap
+    chunk = upstream["inference"].get("chunk_size", upstream["audio"]["chunk_size"])
+    step = chunk // upstream["inference"]["num_overlap"]
+    assert ours == {
+        "chunk_samples": chunk,
+        "overlap_samples": chunk - step,
+        "batch_size": upstream["inference"]["batch_size"],
+    }
+
+
+def test_meta_build_has_the_checkpoints_listing():
+    with torch.device("meta"):
+        model = BSRoformer(**load_config(MEGA53_CONFIG)["model"])
+    state = model.state_dict()
+    assert len(state) == 13_595
+    assert sum(t.numel() for t in state.values()) == 681_663_596
+    trunk, heads = split_heads(state)
+    assert sum(t.numel() for t in trunk.values()) == 26_328_772
+    assert sorted(heads) == list(range(53))
+    assert {sum(t.numel() for t in head.values()) for head in heads.values()} == {12_364_808}
+    assert list(state) == [*trunk, *(key for head in heads.values() for key in head)]
+
+
+def test_tiny_mega53_checkpoint_has_the_real_format(tiny_mega53, tiny_mega53_saved):
+    config = load_config(tiny_mega53[0])
+    assert config["stems"] == load_config(MEGA53_CONFIG)["stems"]
+    model = config["model"]
+    assert (model["num_stems"], model["stft_hop_length"], model["mlp_expansion_factor"]) == (53, 512, 2)
+    assert model["zero_dc"] is True
+    assert {tensor.dtype for tensor in tiny_mega53_saved.values()} == {torch.float16}
+    _, heads = split_heads(tiny_mega53_saved)
+    assert sorted(heads) == list(range(53))
+    weights = [tiny_mega53_saved[f"mask_estimators.{head}.to_freqs.0.0.0.weight"] for head in (0, 1)]
+    assert not torch.equal(*weights)  # heads differ
+
+
+def test_selected_heads_are_the_full_models_outputs(full_tiny_mega53):
+    audio = song(44100 // 2 + 123)
+    with torch.inference_mode():
+        everything = full_tiny_mega53(audio)  # [1, 53, 2, samples]
+        for heads in ([20], [33, 1, 20]):
+            selected = full_tiny_mega53(audio, heads=heads)
+            assert selected.shape == (1, len(heads), 2, audio.shape[-1])
+            assert torch.equal(selected, everything[:, heads])
+
+
+def test_partial_load_leaves_the_other_heads_on_meta_and_adds_them_on_request(
+    tiny_mega53, tiny_mega53_saved, full_tiny_mega53
+):
+    checkpoint = RoformerCheckpoint(*tiny_mega53, "cpu", heads=[20])
+    saved = tiny_mega53_saved
+    model = checkpoint.model
+    assert checkpoint.loaded_heads == [20]
+    trunk, heads = split_heads(dict(model.named_parameters(remove_duplicate=False)))
+    assert all(p.device.type == "cpu" and p.dtype == torch.float32 for p in trunk.values())
+    for head, params in heads.items():
+        assert {p.device.type for p in params.values()} == {"cpu" if head == 20 else "meta"}, head
+
+    # the rotary frequencies are the checkpoint's float16-rounded ones, not recomputed
+    freqs_key = "layers.0.0.layers.0.0.rotary_embed.freqs"
+    assert torch.equal(trunk[freqs_key], saved[freqs_key].float())
+    assert not torch.equal(
+        trunk[freqs_key], RotaryEmbedding(load_config(tiny_mega53[0])["model"]["dim_head"]).freqs
+    )
+
+    kept = heads[20]["mask_estimators.20.to_freqs.0.0.0.weight"]
+    checkpoint.ensure_heads([33, 20])
+    assert checkpoint.loaded_heads == [20, 33]
+    assert model.mask_estimators[20].to_freqs[0][0][0].weight is kept  # loaded once, kept
+    loaded = {key: p for key, p in model.named_parameters() if key.startswith("mask_estimators.33.")}
+    assert len(loaded) == 62 * 4
+    assert all(torch.equal(p, saved[key].float()) for key, p in loaded.items())
+
+    audio = song(44100 // 2 + 123)
+    with torch.inference_mode():
+        expected = full_tiny_mega53(audio, heads=[33, 20])
+        actual = model(audio, heads=[33, 20])
+    assert torch.equal(actual, expected)
+    with pytest.raises(IndexError, match="head 53 out of range"):
+        checkpoint.ensure_heads([53])
+
+
+def edit_missing(state: dict) -> None:
+    del state["mask_estimators.3.to_freqs.61.0.2.bias"]
+
+
+def edit_unexpected(state: dict) -> None:
+    state["mask_estimators.4.to_freqs.0.0.0.bias"] = state["mask_estimators.3.to_freqs.0.0.0.bias"]
+
+
+def edit_shape(state: dict) -> None:
+    state["mask_estimators.2.to_freqs.5.0.0.weight"] = state["mask_estimators.2.to_freqs.5.0.0.weight"][:-1]
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (edit_missing, "1 missing keys: mask_estimators.3.to_freqs.61.0.2.bias"),
+        (edit_unexpected, "1 unexpected keys: mask_estimators.4.to_freqs.0.0.0.bias"),
+        (edit_shape, r"mask_estimators.2.to_freqs.5.0.0.weight: checkpoint \(15, 8\), model \(16, 8\)"),
+    ],
+)
+def test_partial_load_checks_the_heads_it_does_not_load(tmp_path, edit, message):
+    config_path, checkpoint_path = write_tiny_mega53(tmp_path, num_stems=4)
+    state = torch.load(checkpoint_path, weights_only=True)
+    edit(state)
+    torch.save(state, checkpoint_path)
+    with pytest.raises(WeightsError, match=message):
+        RoformerCheckpoint(config_path, checkpoint_path, "cpu", heads=[0])
