@@ -3,6 +3,8 @@
 Choices, defaults and ranges come from `separation.settings` and the stem plan, where they are declared once.
 """
 
+from collections.abc import Iterator
+
 from cog import BaseRunner, Input, Path
 
 from separation.plan import CONFIG_DIR, PLAN_FILE_NAME, StemPlan
@@ -64,9 +66,10 @@ class Runner(BaseRunner):
         mp3_bitrate: int = Input(
             default=OutputSettings.mp3_bitrate, choices=list(MP3_BITRATES), description="MP3 bitrate in kb/s."
         ),
-    ) -> list[Path]:
-        """Stem files named <stem>.<ext>: vocals, instrumental, then drums, bass, [guitar, piano,] other."""
-        files = self.service.predict(
+    ) -> Iterator[Path]:
+        """Stem files named <stem>.<ext>, each as soon as it is written: vocals and instrumental first, then
+        drums, bass, [guitar, piano,] other. Identify stems by file name, not by position."""
+        for path in self.service.predict(
             audio,
             stems=stems,
             output_format=output_format,
@@ -76,5 +79,5 @@ class Runner(BaseRunner):
             wav_bit_depth=wav_bit_depth,
             mp3_bitrate=mp3_bitrate,
             record_metric=self.record_metric,
-        )
-        return [Path(f) for f in files]
+        ):
+            yield Path(path)

@@ -3,13 +3,16 @@
     python -m separation song.mp3 [more.flac ...] [--stems all_4] [--format flac] [--out DIR]
                          [--device cpu|cuda] [--weights DIR]
 
-Each input gets a folder `<out>/<input name>/` holding `<stem>.<ext>`. The models load once for
-all inputs. Errors print one line and the exit code is 1 (2 for bad arguments).
+Each input gets a folder `<out>/<input name>/` holding `<stem>.<ext>`, followed on stdout by a table of
+each stem's peak, loudness, audible share and presence; `--json` also writes that report to
+`<out>/<input name>/stems.json`. The models load once for all inputs. Errors print one line and the exit
+code is 1 (2 for bad arguments).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -28,6 +31,9 @@ from .settings import (
     OutputSettings,
     SeparationSettings,
 )
+from .stem_writer import WrittenStem
+
+REPORT_FILE_NAME = "stems.json"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -73,7 +79,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--max-minutes", type=float, default=settings.max_duration_seconds / 60, help="reject longer inputs"
     )
+    parser.add_argument(
+        "--json", action="store_true", help=f"also write each input's stem report to {REPORT_FILE_NAME}"
+    )
     return parser.parse_args(argv)
+
+
+def report_table(stems: list[WrittenStem]) -> str:
+    """The stems' figures as an aligned text table, one row per stem."""
+    rows = [("stem", "peak dBFS", "LUFS", "audible", "present")]
+    for stem in stems:
+        figures = stem.report
+        rows.append(
+            (
+                stem.name,
+                "-" if figures.peak_dbfs is None else f"{figures.peak_dbfs:+.1f}",
+                "-" if figures.loudness_lufs is None else f"{figures.loudness_lufs:.1f}",
+                f"{100 * figures.active_fraction:.0f} %",
+                "yes" if figures.present else "no",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows)
+
+
+def write_report(stems: list[WrittenStem], out_dir: Path) -> Path:
+    """`stems.json` in out_dir: {stem: {file, peak_dbfs, loudness_lufs, active_fraction, present}}."""
+    report = {stem.name: {"file": stem.path.name, **stem.report.as_dict()} for stem in stems}
+    path = out_dir / REPORT_FILE_NAME
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,12 +140,19 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.inputs:
         out_dir = args.out / path.stem
         try:
-            files = separator.separate_file(path, out_dir, settings, TqdmReporter())
+            stems = []
+            for stem in separator.stems_as_written(path, out_dir, settings, TqdmReporter()):
+                print(f"{path} -> {stem.path}", flush=True)
+                stems.append(stem)
         except SeparationError as error:
             print(f"error: {path}: {error}", file=sys.stderr)
             failures += 1
             continue
-        print(f"{path} -> " + ", ".join(str(f) for f in files))
+        order = separator.plan.stems_of(settings.stems)
+        stems.sort(key=lambda stem: order.index(stem.name))
+        print(report_table(stems))
+        if args.json:
+            print(f"report: {write_report(stems, out_dir)}")
     return 1 if failures else 0
 
 

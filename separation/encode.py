@@ -26,6 +26,7 @@ from .errors import SeparationError, SettingsError
 from .ffmpeg import FFMPEG_QUIET, missing_tool_error, short_reason
 from .samplerate import SAMPLE_RATE, resample
 from .settings import OutputSettings
+from .stem_report import StemMeter
 
 logger = logging.getLogger(__name__)
 
@@ -33,23 +34,35 @@ RESCALE_PEAK_DBFS = -0.1  # the peak of a stem that is scaled down to avoid clip
 _WRITE_BLOCK_FRAMES = 1 << 20  # about 24 s at 44.1 kHz: 8 MiB of float32 stereo
 
 
-def write_stem(stem, stem_name: str, out_dir: Path, settings: OutputSettings) -> Path:
+def write_stem(
+    stem, stem_name: str, out_dir: Path, settings: OutputSettings, meter: StemMeter | None = None
+) -> Path:
     """Write one stem to `out_dir/<stem_name>.<ext>` and return that path.
 
     `stem`: float32 [2, samples] at SAMPLE_RATE (numpy, or anything np.asarray accepts, e.g. a CPU tensor).
     It is resampled to `settings.sample_rate` with soxr VHQ; a stem that peaks above the format's full scale
     is scaled down to RESCALE_PEAK_DBFS (every format except 32-bit float WAV). Samples are converted and
     written in blocks of `_WRITE_BLOCK_FRAMES`, so encoding holds no second copy of a long stem. A write
-    that fails leaves no file behind.
+    that fails leaves no file behind. A `meter` is given the samples at the output rate and the gain.
     """
     audio = _checked_stem(stem, stem_name)  # [2, samples]
     path = _stem_path(stem_name, out_dir, settings)
     audio = resample(audio, SAMPLE_RATE, settings.sample_rate)
+    gain = _encode_whole(audio, stem_name, path, settings)
+    if meter is not None:
+        for start in range(0, audio.shape[1], _WRITE_BLOCK_FRAMES):  # no track-sized filtered copy
+            meter.add(audio[:, start : start + _WRITE_BLOCK_FRAMES])
+        meter.gain = gain
+    return path
+
+
+def _encode_whole(audio: np.ndarray, stem_name: str, path: Path, settings: OutputSettings) -> float:
+    """Encode float32 [2, samples] at the output rate to `path`, scaled down if it would clip; the gain."""
     full_scale = _full_scale(settings)
     gain = 1.0 if full_scale is None else _peak_gain(audio, full_scale, stem_name)
     with _open_encoder(path, settings) as encoder:
         encoder.write(audio, gain)
-    return path
+    return gain
 
 
 class StemStream:
@@ -58,20 +71,27 @@ class StemStream:
     `write(block)` takes the stem's float32 [2, n] blocks at SAMPLE_RATE in order and encodes them at gain
     1, tracking the peak; `close(whole_stem)` finishes the file once all `frames` frames were written: it is
     then the file write_stem writes for the same samples. Where the peak exceeded the format's full scale,
-    close asks for the whole stem (`whole_stem()`, float32 [2, frames]) and rewrites the file with
-    write_stem, which scales it down first. Other output rates are not streamed (the constructor raises
-    SettingsError): write_stem resamples the whole stem.
+    close asks for the whole stem (`whole_stem()`, float32 [2, frames]) and rewrites the file as write_stem
+    does, scaled down. A `meter` is given every block and the gain. Other output rates are not streamed
+    (the constructor raises SettingsError): write_stem resamples the whole stem.
 
     Leaving a `with` block without close(), or abort(), stops the encoder and removes the partial file.
     """
 
-    def __init__(self, stem_name: str, out_dir: Path, settings: OutputSettings, frames: int):
+    def __init__(
+        self,
+        stem_name: str,
+        out_dir: Path,
+        settings: OutputSettings,
+        frames: int,
+        meter: StemMeter | None = None,
+    ):
         if settings.sample_rate != SAMPLE_RATE:
             raise SettingsError(
                 f"stems are streamed at {SAMPLE_RATE} Hz only, not {settings.sample_rate} Hz; "
                 "write the whole stem with write_stem"
             )
-        self.stem_name, self.settings, self.frames = stem_name, settings, frames
+        self.stem_name, self.settings, self.frames, self.meter = stem_name, settings, frames, meter
         self.path = _stem_path(stem_name, out_dir, settings)
         self._encoder = _open_encoder(self.path, settings)
         self._peak = 0.0  # of the samples written so far, before clipping
@@ -82,8 +102,7 @@ class StemStream:
         return self
 
     def __exit__(self, *exc_info) -> None:
-        if self._open:
-            self.abort()
+        self.abort()
 
     def write(self, block) -> None:
         """Encode the stem's next float32 [2, n] block; ValueError for a bad shape or non-finite samples."""
@@ -91,6 +110,8 @@ class StemStream:
         self._peak = max(self._peak, _peak(audio))
         self._encoder.write(audio, 1.0)
         self._frames_written += audio.shape[1]
+        if self.meter is not None:
+            self.meter.add(audio)
 
     def close(self, whole_stem: Callable[[], np.ndarray]) -> Path:
         """Finish the file; `whole_stem()` is called only when the stem must be rescaled. Returns the path."""
@@ -103,13 +124,19 @@ class StemStream:
         self._encoder.finish()
         full_scale = self._encoder.full_scale
         if full_scale is not None and self._peak > full_scale:
-            return write_stem(whole_stem(), self.stem_name, self.path.parent, self.settings)
+            gain = _encode_whole(
+                _checked_stem(whole_stem(), self.stem_name), self.stem_name, self.path, self.settings
+            )
+            if self.meter is not None:  # it has measured the samples already
+                self.meter.gain = gain
         return self.path
 
     def abort(self) -> None:
-        """Stop the encoder and remove the partial file."""
-        self._open = False
-        self._encoder.abort()
+        """Stop the encoder and remove the partial file; a no-op once close() has begun (close cleans up
+        after itself, and a finished file is not partial)."""
+        if self._open:
+            self._open = False
+            self._encoder.abort()
 
 
 def _stem_path(stem_name: str, out_dir: Path, settings: OutputSettings) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -15,7 +15,7 @@ from .plan import StemPlan
 from .progress import Reporter
 from .samplerate import SAMPLE_RATE
 from .settings import SeparationSettings
-from .stem_writer import StemWriter
+from .stem_writer import StemWriter, WrittenStem
 from .weights import default_weights_dir, weights_error
 
 
@@ -65,26 +65,52 @@ class Separator:
         out_dir: Path,
         settings: SeparationSettings,
         reporter: Reporter | None = None,
-    ) -> list[Path]:
-        """Decode `audio_path`, separate it, write `<stem>.<ext>` files; return them in output order."""
+    ) -> list[WrittenStem]:
+        """Decode `audio_path`, separate it, write `<stem>.<ext>` files; return them in output order, each
+        with its figures."""
+        written = {stem.name: stem for stem in self.stems_as_written(audio_path, out_dir, settings, reporter)}
+        return [written[stem] for stem in self.plan.stems_of(settings.stems)]
+
+    def stems_as_written(
+        self,
+        audio_path: Path,
+        out_dir: Path,
+        settings: SeparationSettings,
+        reporter: Reporter | None = None,
+    ) -> Iterator[WrittenStem]:
+        """Separate `audio_path` into `<stem>.<ext>` files in `out_dir`, yielding each stem once its file is
+        complete: a model's streamed stems before the next model starts, the rest in output order at the end.
+
+        Stems already yielded stay when a later step fails (or the run is cancelled); the others are removed.
+        """
         reporter = reporter or Reporter()
         uses = self.plan.uses(settings.stems)
         order = self.plan.stems_of(settings.stems)
+        models = {name: self.model(name) for name in uses}  # a lazy model that cannot load fails first
         with timed(reporter, "decode"):
             mix_array = decode_audio(audio_path, max_duration_seconds=settings.max_duration_seconds)
             mix = torch.from_numpy(mix_array)  # [2, samples], sharing mix_array's memory
         reporter.decoded(mix.shape[-1] / SAMPLE_RATE)
         with StemWriter(out_dir, settings.output, mix_array, self.plan.complements) as writer:
             for model_name, stems in uses.items():
-                model = self.model(model_name)
+                model = models[model_name]
                 progress = functools.partial(reporter.progress, model_name)
                 with timed(reporter, model_name):
                     results = model.separate(mix, stems, settings, progress, writer.add_blocks)
                 writer.add_stems(results)
                 del results  # a stem's memory goes with its writer task
+                if model_name != list(uses)[-1]:
+                    yield from _reported(writer.deliver(), reporter)
             with timed(reporter, "write"):  # what encoding adds after the last model
-                written = writer.finish()
-        return [written[stem] for stem in order]
+                writer.finish()
+            yield from _reported(sorted(writer.deliver(), key=lambda stem: order.index(stem.name)), reporter)
+
+
+def _reported(stems: list[WrittenStem], reporter: Reporter) -> Iterator[WrittenStem]:
+    """Each stem, after telling the reporter about it."""
+    for stem in stems:
+        reporter.stem_written(stem)
+        yield stem
 
 
 class timed:

@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 from tqdm import tqdm
 
+from .stem_writer import WrittenStem
+
 
 def print_flushed(line: str) -> None:
     """print, flushed at once: the Cog runtime streams a prediction's logs as they are written."""
@@ -36,6 +38,19 @@ class Reporter:
     def stage_finished(self, stage: str, seconds: float) -> None:
         """A stage ended after `seconds` of wall time."""
 
+    def stem_written(self, stem: WrittenStem) -> None:
+        """A stem file is complete, with its figures."""
+
+
+def describe(stem: WrittenStem) -> str:
+    """One line on a stem: its file, peak, loudness, how much of the track it is audible, presence."""
+    report = stem.report
+    peak = "silent" if report.peak_dbfs is None else f"peak {report.peak_dbfs:+.1f} dBFS"
+    loudness = "" if report.loudness_lufs is None else f", {report.loudness_lufs:.1f} LUFS"
+    presence = "present" if report.present else "not present"
+    audible = f"audible {100 * report.active_fraction:.0f} % of the track"
+    return f"{stem.path.name}: {peak}{loudness}, {audible}, {presence}"
+
 
 class LogReporter(Reporter):
     """One line per stage start and end, and percent done with ETA at most every `interval_seconds`."""
@@ -52,6 +67,7 @@ class LogReporter(Reporter):
         self.interval_seconds = interval_seconds
         self.clock = clock
         self._stage_start = self._last_line = 0.0
+        self._stem_reports: dict[str, dict] = {}
 
     def stage_started(self, stage: str) -> None:
         self._stage_start = self._last_line = self.clock()
@@ -75,6 +91,14 @@ class LogReporter(Reporter):
         self.log(f"[{stage}] done in {seconds:.2f} s")
         if self.record_metric is not None:
             self.record_metric(f"stage_seconds.{stage}", round(seconds, 3), mode="incr")
+
+    def stem_written(self, stem: WrittenStem) -> None:
+        """Log the stem's line; the `stems` metric maps every stem so far to its figures (a metric key's
+        segments may not hold '-', which stem names may: so one key, a dict of stems)."""
+        self.log(describe(stem))
+        self._stem_reports[stem.name] = stem.report.as_dict()
+        if self.record_metric is not None:
+            self.record_metric("stems", dict(self._stem_reports))
 
 
 class TqdmReporter(Reporter):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from .pipeline import Separator
@@ -17,7 +18,8 @@ class SeparationService:
 
     Each prediction writes into a fresh temporary folder; the previous prediction's folder is
     removed when the next one starts (the runtime has uploaded its files by then), so the disk
-    holds at most one prediction's stems.
+    holds at most one prediction's stems. Stems are handed to the runtime as they are complete, so it
+    uploads the vocals while Demucs still runs.
     """
 
     def __init__(self, weights_dir: Path | None = None, device: str | None = None):
@@ -39,8 +41,8 @@ class SeparationService:
         wav_bit_depth: str,
         mp3_bitrate: int,
         record_metric: MetricRecorder | None = None,
-    ) -> list[Path]:
-        """Separate one upload; return the stem files in output order, named `<stem>.<ext>`."""
+    ) -> Iterator[Path]:
+        """Separate one upload, yielding each stem file, named `<stem>.<ext>`, as soon as it is complete."""
         settings = SeparationSettings(
             stems=stems,
             chunk_seconds=chunk_size,
@@ -55,7 +57,8 @@ class SeparationService:
         self._remove_last_outputs()
         self._last_out_dir = Path(tempfile.mkdtemp(prefix="stems-"))
         reporter = LogReporter(record_metric)
-        return self.separator.separate_file(Path(audio), self._last_out_dir, settings, reporter)
+        for stem in self.separator.stems_as_written(Path(audio), self._last_out_dir, settings, reporter):
+            yield stem.path
 
     def _remove_last_outputs(self) -> None:
         if self._last_out_dir is not None:

@@ -7,12 +7,16 @@ use a 2.5 s stereo test song; the chunk settings are the smallest allowed, to ke
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from fixtures.cog_server import CogServer, Receiver, data_url, decode_data_url, read_audio
 from fixtures.songs import write_song
@@ -53,16 +57,24 @@ def launched(tiny_weights_dir, tmp_path_factory, receiver) -> dict[str, CogServe
     """Every server configuration, started together so that their setups overlap; killed at the end.
 
     main: the tiny weights; upload: the same with `--upload-url` at the receiver; no_checkpoint: a
-    copy of the tiny weights without its BS-RoFormer checkpoint.
+    copy of the tiny weights without its BS-RoFormer checkpoint; damaged_6s: a copy whose htdemucs_6s
+    model file (loaded on first use) has a flipped byte, uploading to the receiver.
     """
     folder = tmp_path_factory.mktemp("cog-servers")
     broken_weights = shutil.copytree(tiny_weights_dir, folder / "weights-no-checkpoint")
     for checkpoint in broken_weights.glob("*.ckpt"):
         checkpoint.unlink()
+    damaged_6s = shutil.copytree(tiny_weights_dir, folder / "weights-damaged-6s")
+    six_stems = yaml.safe_load((damaged_6s / "demucs" / "htdemucs_6s.yaml").read_text())["models"][0]
+    model_file = next((damaged_6s / "demucs").glob(f"{six_stems}-*.th"))
+    data = bytearray(model_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model_file.write_bytes(bytes(data))
     configurations = {
         "main": (tiny_weights_dir, None),
         "upload": (tiny_weights_dir, receiver.url("/upload/")),
         "no_checkpoint": (broken_weights, None),
+        "damaged_6s": (damaged_6s, receiver.url("/upload/")),
     }
     servers: dict[str, CogServer] = {}
     try:
@@ -228,6 +240,36 @@ def test_sync_prediction_returns_the_documented_files(sync_runs, mix, stems, out
     assert metrics["predict_time"] > 0
 
 
+def test_stem_figures_reach_the_response_and_equal_the_command_line_report(
+    sync_runs, song_file, tiny_weights_dir, tmp_path
+):
+    """record_metric("stems", {...}) reaches the response as a dict; the CLI's --json has the same values."""
+    response = sync_runs.get("all_4", "flac", 48000)
+    out = tmp_path / "separated"
+    cli = [sys.executable, "-m", "separation", str(song_file), "--stems", "all_4", "--format", "flac"]
+    cli += [
+        "--sample-rate",
+        "48000",
+        "--chunk-size",
+        str(FAST["chunk_size"]),
+        "--overlap",
+        str(FAST["overlap"]),
+    ]
+    done = subprocess.run(
+        [*cli, "--weights", str(tiny_weights_dir), "--out", str(out), "--json"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads((out / song_file.stem / "stems.json").read_text())
+    assert list(report) == DOCUMENTED_ORDER["all_4"]
+    from_cli = {stem: {k: v for k, v in figures.items() if k != "file"} for stem, figures in report.items()}
+    assert response["metrics"]["stems"] == from_cli
+    assert set(from_cli["vocals"]) == {"peak_dbfs", "loudness_lufs", "active_fraction", "present"}
+    logged = [line for line in response["logs"].splitlines() if "LUFS" in line and "audible" in line]
+    assert len(logged) == len(DOCUMENTED_ORDER["all_4"])
+
+
 def test_audio_given_as_http_url_is_downloaded(server, receiver, song_file, sync_runs):
     url = receiver.serve("song.wav", song_file.read_bytes())
     response = server.predict(case_input(url, "vocals_instrumental", "mp3", 44100))
@@ -320,3 +362,82 @@ def test_missing_weight_file_fails_setup_naming_it_and_the_fetch_command(launche
     checkpoint = StemPlan.load(CONFIG_DIR / PLAN_FILE_NAME).models["bs_roformer_vocals"].checkpoint
     logs = health["setup"]["logs"]
     assert checkpoint in logs and "python -m separation.weights fetch" in logs, server.explain(logs)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Stems delivered as they finish (an Iterator[Path] output)
+
+
+def file_names(outputs: list[str]) -> list[str]:
+    """The stem file names of an output list of data URLs or upload URLs."""
+    names = []
+    for url in outputs:
+        if url.startswith("data:"):
+            names.append(read_audio_name(url))
+        else:
+            names.append(url.rsplit("/", 1)[-1])
+    return names
+
+
+def read_audio_name(url: str) -> str:
+    mime = decode_data_url(url)[0]
+    return {"audio/wav": "wav", "audio/flac": "flac", "audio/mpeg": "mp3"}[mime]
+
+
+def test_vocals_and_instrumental_arrive_while_demucs_still_runs(upload_server, receiver, tmp_path):
+    """The first `output` webhook carries vocals and instrumental while htdemucs_ft has not finished; the
+    final output is every stem."""
+    song = write_song(tmp_path / "twenty.wav", seconds=20, seed=3)
+    inputs = {"audio": receiver.serve("twenty.wav", song.read_bytes()), "stems": "all_4", **FAST}
+    async_request(upload_server, "early-stems", inputs, receiver.url("/hook"), ["output", "completed"])
+    final = receiver.wait_for(lambda: terminal_webhook(receiver, "early-stems"), 300)
+    assert final and final["status"] == "succeeded", upload_server.explain(final)
+    assert sorted(file_names(final["output"])) == sorted(f"{s}.wav" for s in DOCUMENTED_ORDER["all_4"])
+
+    hooks = receiver.webhooks_for("early-stems")
+    first = next(h for h in hooks if "instrumental.wav" in file_names(h.get("output") or []))
+    assert first["status"] == "processing"
+    assert sorted(file_names(first["output"])) == ["instrumental.wav", "vocals.wav"]
+    assert "[htdemucs_ft] started" in first["logs"] and "[htdemucs_ft] done" not in first["logs"]
+
+
+def test_damaged_lazy_weights_fail_the_request_before_any_work(launched, song_url):
+    """htdemucs_6s loads on first use: a damaged file fails an all_6 request at once, with the weights
+    message, before anything is separated; the server stays ready for the other modes."""
+    server = ready(launched["damaged_6s"])
+    response = server.predict({"audio": song_url, "stems": "all_6", **FAST})
+    assert response["status"] == "failed", server.explain(response)
+    assert "corrupt or was altered" in response["error"]
+    assert response["error"].count("python -m separation.weights fetch") == 1
+    assert "[decode] started" not in response["logs"]
+    after = server.predict({"audio": song_url, "stems": "all_4", **FAST})
+    assert after["status"] == "succeeded", server.explain(after)
+
+
+def test_cancel_after_the_first_stems_keeps_them_delivered(upload_server, receiver, tmp_path):
+    """Cancelled while htdemucs_ft runs: vocals and instrumental were uploaded and stay; no Demucs stem is."""
+    song = write_song(tmp_path / "long.wav", seconds=60, seed=4)
+    inputs = {
+        "audio": receiver.serve("long4.wav", song.read_bytes()),
+        "stems": "all_4",
+        "output_format": "flac",
+    }
+    async_request(
+        upload_server, "cancel-late", {**inputs, **FAST}, receiver.url("/hook"), ["output", "completed"]
+    )
+    first = receiver.wait_for(
+        lambda: [
+            h
+            for h in receiver.webhooks_for("cancel-late")
+            if "instrumental.flac" in file_names(h.get("output") or [])
+        ],
+        300,
+    )
+    assert first and first[0]["status"] == "processing", upload_server.explain(first)
+    status, _ = upload_server.request("POST", "/predictions/cancel-late/cancel")
+    assert status == 200
+    final = receiver.wait_for(lambda: terminal_webhook(receiver, "cancel-late"), 120)
+    assert final and final["status"] == "canceled", upload_server.explain(final)
+    uploaded = {name for name in receiver.uploads if name.endswith(".flac")}
+    assert {"vocals.flac", "instrumental.flac"} <= uploaded
+    assert not uploaded & {"drums.flac", "bass.flac", "other.flac"}

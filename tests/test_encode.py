@@ -239,3 +239,14 @@ def test_a_streamed_block_with_nan_is_refused(tmp_path):
         with pytest.raises(ValueError, match="NaN"):
             stream.write(block)
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("settings", [STREAMED_FORMATS[1], STREAMED_FORMATS[-1]], ids=["wav", "mp3"])
+def test_aborting_a_closed_stream_keeps_its_file(tmp_path, settings):
+    """A stem handed to the client stays when a later step of the request fails."""
+    stem = stem_signal()
+    stream = StemStream("vocals", tmp_path, settings, stem.shape[1])
+    stream_in_blocks(stream, stem)
+    path = stream.close(lambda: stem)
+    stream.abort()
+    assert path.is_file() and path.stat().st_size > 0

@@ -63,8 +63,13 @@ def test_input_schema_has_the_cog_shape(generator):
     assert inputs["properties"]["chunk_size"]["minimum"] < inputs["properties"]["chunk_size"]["maximum"]
     assert inputs["properties"]["stems"]["allOf"] == [{"$ref": "#/components/schemas/stems"}]
     assert schemas["stems"]["type"] == "string" and schemas["sample_rate"]["type"] == "integer"
-    uri_list = {"title": "Output", "type": "array", "items": {"type": "string", "format": "uri"}}
-    assert schemas["Output"] == uri_list
+    uri_iterator = {
+        "title": "Output",
+        "type": "array",
+        "items": {"type": "string", "format": "uri"},
+        "x-cog-array-type": "iterator",  # files are uploaded as they are yielded
+    }
+    assert schemas["Output"] == uri_iterator
 
 
 def test_stems_choices_are_the_stem_plan_modes(predictor):

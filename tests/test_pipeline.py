@@ -22,6 +22,7 @@ from separation.pipeline import Separator
 from separation.progress import LogReporter, Reporter
 from separation.serving import SeparationService
 from separation.settings import OutputSettings, SeparationSettings
+from separation.stem_report import StemReport, measure_mix
 
 REPO = Path(__file__).resolve().parents[1]
 EXPECTED_ORDER = {
@@ -96,7 +97,7 @@ def test_setup_loads_setup_models_only(tiny_weights_dir):
 def test_vocals_instrumental_files_and_instrumental_is_mix_minus_vocals(separator, song, tmp_path):
     reporter = RecordingReporter()
     settings = SeparationSettings(output=OutputSettings(format="wav", wav_bit_depth="32-float"))
-    files = separator.separate_file(song, tmp_path / "out", settings, reporter)
+    files = [stem.path for stem in separator.separate_file(song, tmp_path / "out", settings, reporter)]
     assert [f.name for f in files] == ["vocals.wav", "instrumental.wav"]
     mix, _ = sf.read(song, dtype="float32")
     vocals, rate = sf.read(files[0], dtype="float32")
@@ -115,7 +116,7 @@ def test_vocals_instrumental_files_and_instrumental_is_mix_minus_vocals(separato
 @pytest.mark.parametrize("mode", ["all_4", "all_6"])
 def test_multi_stem_modes_write_every_stem_in_order(separator, song, tmp_path, mode):
     settings = SeparationSettings(stems=mode, output=OutputSettings(format="flac", sample_rate=48000))
-    files = separator.separate_file(song, tmp_path / mode, settings)
+    files = [stem.path for stem in separator.separate_file(song, tmp_path / mode, settings)]
     assert [f.name for f in files] == [f"{stem}.flac" for stem in EXPECTED_ORDER[mode]]
     for f in files:
         info = sf.info(f)
@@ -169,12 +170,12 @@ def test_service_keeps_only_the_latest_outputs(tiny_weights_dir, song):
         mp3_bitrate=192,
     )
     metrics = {}
-    first = service.predict(
-        song, **options, record_metric=lambda k, v, mode="replace": metrics.update({k: v})
+    first = list(
+        service.predict(song, **options, record_metric=lambda k, v, mode="replace": metrics.update({k: v}))
     )
     assert [f.name for f in first] == ["vocals.mp3", "instrumental.mp3"]
     assert metrics["audio_seconds"] == 2.0 and "stage_seconds.bs_roformer_vocals" in metrics
-    second = service.predict(song, **options)
+    second = list(service.predict(song, **options))
     assert all(f.exists() for f in second) and not first[0].parent.exists()
 
 
@@ -303,7 +304,7 @@ def test_streamed_stems_are_the_files_written_after_the_model(
 ):
     monkeypatch.setattr(separator.model("bs_roformer_vocals"), "model", Gain(0.6))  # fast
     settings = SeparationSettings(**STREAMING, output=output)
-    files = separator.separate_file(song, tmp_path / "out", settings)
+    files = [stem.path for stem in separator.separate_file(song, tmp_path / "out", settings)]
     assert chunk_spy["final_blocks"] > 2
     assert stream_writes.count("vocals") == chunk_spy["final_blocks"]  # every final span, as it came
     assert stream_writes.count("instrumental") == chunk_spy["final_blocks"]
@@ -318,7 +319,12 @@ def test_other_output_rates_write_after_the_model(
 ):
     monkeypatch.setattr(separator.model("bs_roformer_vocals"), "model", Gain(0.6))
     output = OutputSettings(format="wav", sample_rate=48000)
-    files = separator.separate_file(song, tmp_path / "out", SeparationSettings(**STREAMING, output=output))
+    files = [
+        stem.path
+        for stem in separator.separate_file(
+            song, tmp_path / "out", SeparationSettings(**STREAMING, output=output)
+        )
+    ]
     assert not stream_writes  # nothing is streamed: each stem is resampled whole
     [vocals] = chunk_spy["returned"]
     expected = expected_files(song, vocals[0], tmp_path / "expected", output)
@@ -346,7 +352,12 @@ def test_a_clipping_instrumental_is_rescaled_as_write_stem_rescales_it(
     sf.write(song, 2 * mix, 44100, subtype="FLOAT")  # peaks near 1
     monkeypatch.setattr(separator.model("bs_roformer_vocals"), "model", Gain(-0.25))  # mix - vocals: 1.25 mix
     output = OutputSettings(format="wav", wav_bit_depth="24")
-    files = separator.separate_file(song, tmp_path / "out", SeparationSettings(**STREAMING, output=output))
+    files = [
+        stem.path
+        for stem in separator.separate_file(
+            song, tmp_path / "out", SeparationSettings(**STREAMING, output=output)
+        )
+    ]
     [vocals] = chunk_spy["returned"]
     expected = expected_files(song, vocals[0], tmp_path / "expected", output)
     assert all(f.read_bytes() == e.read_bytes() for f, e in zip(files, expected, strict=True))
@@ -354,7 +365,9 @@ def test_a_clipping_instrumental_is_rescaled_as_write_stem_rescales_it(
     assert 20 * np.log10(np.abs(instrumental).max()) == pytest.approx(RESCALE_PEAK_DBFS, abs=1e-3)
 
 
-def test_a_later_model_failing_removes_the_stems_already_written(separator, song, tmp_path, monkeypatch):
+def test_stems_handed_out_stay_when_a_later_model_fails(separator, song, tmp_path, monkeypatch):
+    """The vocals and instrumental are yielded before Demucs runs; Demucs failing leaves them, and nothing of
+    its own stems."""
     monkeypatch.setattr(separator.model("bs_roformer_vocals"), "model", Gain(0.6))
 
     def fail(*args, **kwargs):
@@ -362,6 +375,25 @@ def test_a_later_model_failing_removes_the_stems_already_written(separator, song
 
     monkeypatch.setattr(DemucsSeparator, "separate", fail)
     settings = SeparationSettings(**STREAMING, stems="all_4", output=OutputSettings(format="mp3"))
+    handed_out = []
     with pytest.raises(RuntimeError, match="Demucs failed"):
-        separator.separate_file(song, tmp_path / "out", settings)
-    assert not list((tmp_path / "out").iterdir()) and not ffmpeg_children()
+        for stem in separator.stems_as_written(song, tmp_path / "out", settings):
+            handed_out.append(stem.path.name)
+    assert handed_out == ["vocals.mp3", "instrumental.mp3"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["instrumental.mp3", "vocals.mp3"]
+    assert not ffmpeg_children()
+
+
+@pytest.mark.parametrize("sample_rate", [44100, 48000])
+def test_every_stem_comes_with_its_figures(separator, song, tmp_path, monkeypatch, sample_rate):
+    """Silent vocals are reported as silence, not present; the instrumental is then the mix itself."""
+    monkeypatch.setattr(separator.model("bs_roformer_vocals"), "model", Gain(0.0))
+    output = OutputSettings(format="wav", wav_bit_depth="32-float", sample_rate=sample_rate)
+    vocals, instrumental = separator.separate_file(
+        song, tmp_path, SeparationSettings(**STREAMING, output=output)
+    )
+    assert vocals.report == StemReport(peak_dbfs=None, loudness_lufs=None, active_fraction=0.0, present=False)
+    mix = decode_audio(song)
+    assert instrumental.report.loudness_lufs == pytest.approx(measure_mix(mix, 44100), abs=0.05)
+    assert instrumental.report.peak_dbfs == pytest.approx(20 * np.log10(np.abs(mix).max()), abs=0.05)
+    assert instrumental.report.active_fraction == 1.0 and instrumental.report.present
