@@ -20,7 +20,7 @@ from separation.settings import (
     SeparationSettings,
 )
 
-MODES = list(StemPlan.load(CONFIG_DIR / PLAN_FILE_NAME).modes)
+PLAN = StemPlan.load(CONFIG_DIR / PLAN_FILE_NAME)
 
 
 class Runner(BaseRunner):
@@ -34,9 +34,15 @@ class Runner(BaseRunner):
         audio: Path = Input(description="Song to separate: any common audio or video file, or a URL to one."),
         stems: str = Input(
             default=SeparationSettings.stems,
-            choices=MODES,
+            choices=list(PLAN.modes),
             description="vocals_instrumental: vocals + instrumental. all_4: also drums, bass, other. "
-            "all_6: also drums, bass, guitar, piano, other.",
+            "all_6: also drums, bass, guitar, piano, other (Demucs). guitar: vocals, instrumental, guitar "
+            "(MVSep Mega-53, the best guitar here) and no_guitar (the song without it, to play along).",
+        ),
+        extra_stems: str = Input(
+            default="",
+            description="Comma-separated instruments to add after the mode's stems, each as <name>.<ext> "
+            "(MVSep Mega-53), e.g. piano,electric-guitar,kick. Any of: " + ", ".join(PLAN.extra_stem_names),
         ),
         output_format: str = Input(
             default=OutputSettings.format, choices=list(OUTPUT_FORMATS), description="Output file format."
@@ -68,10 +74,11 @@ class Runner(BaseRunner):
         ),
     ) -> Iterator[Path]:
         """Stem files named <stem>.<ext>, each as soon as it is written: vocals and instrumental first, then
-        drums, bass, [guitar, piano,] other. Identify stems by file name, not by position."""
+        the mode's other stems, then the extra stems. Identify stems by file name, not by position."""
         for path in self.service.predict(
             audio,
             stems=stems,
+            extra_stems=extra_stems,
             output_format=output_format,
             chunk_size=chunk_size,
             overlap=overlap,

@@ -20,7 +20,7 @@ from pathlib import Path
 from .errors import SeparationError
 from .manifest import default_weights_dir
 from .pipeline import Separator
-from .plan import StemPlan
+from .plan import CONFIG_DIR, PLAN_FILE_NAME, StemPlan
 from .progress import TqdmReporter
 from .settings import (
     MP3_BITRATES,
@@ -30,6 +30,7 @@ from .settings import (
     WAV_BIT_DEPTHS,
     OutputSettings,
     SeparationSettings,
+    parse_stem_list,
 )
 from .stem_writer import WrittenStem
 
@@ -45,6 +46,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="audio or video files")
     parser.add_argument(
         "--stems", default=settings.stems, help="a mode of the stem plan (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--extra-stems",
+        default="",
+        metavar="NAMES",
+        help="comma-separated instruments to add after the mode's stems, any of: "
+        + ", ".join(StemPlan.load(CONFIG_DIR / PLAN_FILE_NAME).extra_stem_names),
     )
     parser.add_argument("--format", default=output.format, choices=OUTPUT_FORMATS)
     parser.add_argument(
@@ -116,9 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     weights_dir = args.weights or default_weights_dir()
     try:
-        StemPlan.for_weights(weights_dir).uses(args.stems)  # a bad mode fails before models load
+        extra_stems = parse_stem_list(args.extra_stems)
+        StemPlan.for_weights(weights_dir).resolve(args.stems, extra_stems)  # fails before models load
         settings = SeparationSettings(
             stems=args.stems,
+            extra_stems=extra_stems,
             chunk_seconds=args.chunk_size,
             overlap_seconds=args.overlap,
             batch_size=args.batch_size,
@@ -148,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {path}: {error}", file=sys.stderr)
             failures += 1
             continue
-        order = separator.plan.stems_of(settings.stems)
+        order = separator.plan.resolve(settings.stems, settings.extra_stems).order
         stems.sort(key=lambda stem: order.index(stem.name))
         print(report_table(stems))
         if args.json:

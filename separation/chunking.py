@@ -116,7 +116,7 @@ def start_copy_to_host(estimates: torch.Tensor) -> tuple[torch.Tensor, torch.cud
 
 @torch.inference_mode()
 def separate_chunked(
-    model: torch.nn.Module,
+    model: Callable[[torch.Tensor], torch.Tensor],
     waveform: torch.Tensor,
     device: str | torch.device,
     chunk_samples: int,

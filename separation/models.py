@@ -7,6 +7,7 @@ it is final, so the stem writer can encode it while the model runs; Demucs gives
 
 from __future__ import annotations
 
+import functools
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,7 +18,7 @@ from .chunking import separate_chunked
 from .demucs_apply import DemucsSeparator
 from .demucs_bag import bag_file_problems
 from .plan import DemucsSpec, ModelSpec, RoformerSpec
-from .roformer import load_bs_roformer, load_config
+from .roformer import RoformerCheckpoint, load_config
 from .settings import SeparationSettings
 
 ProgressCallback = Callable[[int, int], None]  # (work done, work in total)
@@ -25,14 +26,18 @@ FinalStems = Callable[[int, dict[str, torch.Tensor]], None]  # (first sample, {s
 
 
 class RoformerModel:
-    """A BS-RoFormer checkpoint run in overlapping chunks; its config names its stems (one per mask head)."""
+    """A BS-RoFormer checkpoint run in overlapping chunks; its config names its stems (one per mask head).
+
+    A single-stem checkpoint loads whole. A multi-stem one loads its trunk here and each mask head when a
+    request first asks for its stem (then keeps it); a request computes only the heads it asks for.
+    """
 
     def __init__(self, spec: RoformerSpec, weights_dir: Path, device: torch.device):
-        config = load_config(spec.config)
         self.spec, self.device = spec, device
-        self.stems: list[str] = config["stems"]
-        self.inference: dict = config["inference"]
-        self.model = load_bs_roformer(spec.config, Path(weights_dir) / spec.checkpoint, device)
+        self.inference: dict = load_config(spec.config)["inference"]
+        heads = None if len(spec.stems) == 1 else []
+        self.checkpoint = RoformerCheckpoint(spec.config, Path(weights_dir) / spec.checkpoint, device, heads)
+        self.model = self.checkpoint.model
 
     @staticmethod
     def weight_problems(spec: RoformerSpec, weights_dir: Path) -> list[str]:
@@ -58,15 +63,17 @@ class RoformerModel:
         progress: ProgressCallback,
         on_final: FinalStems,
     ) -> dict[str, torch.Tensor]:
-        """mix: [2, samples] CPU float32 -> {stem: [2, samples]} for the wanted stems."""
-        indices = {stem: self.stems.index(stem) for stem in wanted}
+        """mix: [2, samples] CPU float32 -> {stem: [2, samples]} for the wanted stems, computing only their
+        mask heads."""
+        heads = [self.spec.stems.index(stem) for stem in wanted]
+        self.checkpoint.ensure_heads(heads)
 
-        def final_stems(first_sample: int, block: torch.Tensor) -> None:  # block: [stems, 2, n]
-            on_final(first_sample, {stem: block[index] for stem, index in indices.items()})
+        def final_stems(first_sample: int, block: torch.Tensor) -> None:  # block: [wanted, 2, n]
+            on_final(first_sample, dict(zip(wanted, block, strict=True)))
 
         chunk_samples, overlap_samples = self.chunking(settings)
-        estimates = separate_chunked(  # [stems, 2, samples]
-            self.model,
+        estimates = separate_chunked(  # [wanted, 2, samples]
+            functools.partial(self.model, heads=heads),
             mix,
             self.device,
             chunk_samples,
@@ -76,7 +83,7 @@ class RoformerModel:
             progress,
             on_final=final_stems,
         )
-        return {stem: estimates[index] for stem, index in indices.items()}
+        return dict(zip(wanted, estimates, strict=True))
 
 
 class DemucsModel:

@@ -69,7 +69,7 @@ class Separator:
         """Decode `audio_path`, separate it, write `<stem>.<ext>` files; return them in output order, each
         with its figures."""
         written = {stem.name: stem for stem in self.stems_as_written(audio_path, out_dir, settings, reporter)}
-        return [written[stem] for stem in self.plan.stems_of(settings.stems)]
+        return [written[stem] for stem in self.plan.resolve(settings.stems, settings.extra_stems).order]
 
     def stems_as_written(
         self,
@@ -79,31 +79,33 @@ class Separator:
         reporter: Reporter | None = None,
     ) -> Iterator[WrittenStem]:
         """Separate `audio_path` into `<stem>.<ext>` files in `out_dir`, yielding each stem once its file is
-        complete: a model's streamed stems before the next model starts, the rest in output order at the end.
+        complete: a model's streamed stems before the next model starts, the rest in output order (the mode's
+        stems, then the extra ones) at the end.
 
         Stems already yielded stay when a later step fails (or the run is cancelled); the others are removed.
         """
         reporter = reporter or Reporter()
-        uses = self.plan.uses(settings.stems)
-        order = self.plan.stems_of(settings.stems)
-        models = {name: self.model(name) for name in uses}  # a lazy model that cannot load fails first
+        work = self.plan.resolve(settings.stems, settings.extra_stems)
+        models = {name: self.model(name) for name in work.uses}  # a lazy model that cannot load fails first
         with timed(reporter, "decode"):
             mix_array = decode_audio(audio_path, max_duration_seconds=settings.max_duration_seconds)
             mix = torch.from_numpy(mix_array)  # [2, samples], sharing mix_array's memory
         reporter.decoded(mix.shape[-1] / SAMPLE_RATE)
-        with StemWriter(out_dir, settings.output, mix_array, self.plan.complements) as writer:
-            for model_name, stems in uses.items():
+        with StemWriter(out_dir, settings.output, mix_array, work.complements) as writer:
+            for model_name, stems in work.uses.items():
                 model = models[model_name]
                 progress = functools.partial(reporter.progress, model_name)
                 with timed(reporter, model_name):
                     results = model.separate(mix, stems, settings, progress, writer.add_blocks)
                 writer.add_stems(results)
                 del results  # a stem's memory goes with its writer task
-                if model_name != list(uses)[-1]:
+                if model_name != list(work.uses)[-1]:
                     yield from _reported(writer.deliver(), reporter)
             with timed(reporter, "write"):  # what encoding adds after the last model
                 writer.finish()
-            yield from _reported(sorted(writer.deliver(), key=lambda stem: order.index(stem.name)), reporter)
+            yield from _reported(
+                sorted(writer.deliver(), key=lambda stem: work.order.index(stem.name)), reporter
+            )
 
 
 def _reported(stems: list[WrittenStem], reporter: Reporter) -> Iterator[WrittenStem]:

@@ -1,13 +1,15 @@
 """The stem plan (`configs/stems.yaml`): which model gives which stem in every `stems` mode.
 
 It is parsed into typed specs and checked as a whole when it is loaded, so a plan that names an unknown
-model type, a mode that uses a model the plan does not define, or a stem with no place in `output_order`
-fails at load with a message that says which. A new checkpoint of a supported architecture is a new model
-entry (and its config and manifest lines), never a code change.
+model type, a mode that uses a model the plan does not define, a stem a BS-RoFormer's config does not
+have, or a stem with no place in `output_order` fails at load with a message that says which. A new
+checkpoint of a supported architecture is a new model entry (and its config and manifest lines), never a
+code change. `resolve` turns a request (a mode and extra stems) into the work to do.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,11 +26,13 @@ CHUNKINGS = ("request", "config")  # whose chunk length and overlap a BS-RoForme
 @dataclass(frozen=True)
 class RoformerSpec:
     """A BS-RoFormer checkpoint: `config` is a path under the plan's folder, `checkpoint` under the weights
-    folder. `chunking: request` runs it at the request's chunk_size / overlap, `config` at its config's."""
+    folder; `stems` are its config's, one per mask head. `chunking: request` runs it at the request's
+    chunk_size / overlap, `config` at its config's."""
 
     name: str
     config: Path
     checkpoint: str
+    stems: tuple[str, ...]
     load: str = "setup"
     chunking: str = "config"
 
@@ -45,19 +49,36 @@ class DemucsSpec:
 
 
 ModelSpec = RoformerSpec | DemucsSpec
-MODEL_TYPES: dict[str, type[ModelSpec]] = {"bs_roformer": RoformerSpec, "demucs": DemucsSpec}
+
+
+@dataclass(frozen=True)
+class Mode:
+    """models: {model: the stems it gives}; complements: the complements the mode returns."""
+
+    models: dict[str, tuple[str, ...]]
+    complements: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Work:
+    """What one request runs: {model: stems to compute}, {complement: source stem}, and the files' order."""
+
+    uses: dict[str, tuple[str, ...]]
+    complements: dict[str, str]
+    order: list[str]
 
 
 @dataclass(frozen=True)
 class StemPlan:
-    """models: name -> spec; modes: mode -> {model: stems it gives}; complements: stem -> the stem it is the
-    mix minus (e.g. instrumental = mix - vocals), written wherever its source is; output_order: the order of
-    the returned files."""
+    """models: name -> spec; complements: stem -> the stem it is the mix minus (e.g. instrumental = mix -
+    vocals); modes: name -> Mode; output_order: the order of a mode's files; extra_stems_from: the model
+    whose stems a request may add by name (None: no extra stems)."""
 
     models: dict[str, ModelSpec]
-    modes: dict[str, dict[str, tuple[str, ...]]]
     complements: dict[str, str]
+    modes: dict[str, Mode]
     output_order: tuple[str, ...]
+    extra_stems_from: str | None = None
 
     @classmethod
     def load(cls, path: Path) -> StemPlan:
@@ -69,10 +90,19 @@ class StemPlan:
                 name: _model_spec(name, entry, path.parent) for name, entry in document["models"].items()
             }
             modes = {
-                mode: {model: tuple(stems) for model, stems in uses.items()}
-                for mode, uses in document["modes"].items()
+                name: Mode(
+                    {model: tuple(stems) for model, stems in mode["models"].items()},
+                    tuple(mode.get("complements", ())),
+                )
+                for name, mode in document["modes"].items()
             }
-            plan = cls(models, modes, dict(document.get("complements", {})), tuple(document["output_order"]))
+            plan = cls(
+                models,
+                dict(document.get("complements", {})),
+                modes,
+                tuple(document["output_order"]),
+                document.get("extra_stems_from"),
+            )
         except (KeyError, TypeError, AttributeError) as error:
             raise SettingsError(f"stem plan {path} is malformed: {error!r}") from error
         plan.check(path)
@@ -85,35 +115,83 @@ class StemPlan:
         return cls.load(own if own.is_file() else CONFIG_DIR / PLAN_FILE_NAME)
 
     def check(self, source: Path) -> None:
-        """SettingsError unless every mode uses defined models and every stem has a place in output_order."""
-        for mode, uses in self.modes.items():
-            for model, stems in uses.items():
-                if model not in self.models:
-                    raise SettingsError(f"stem plan {source}: mode {mode!r} uses undefined model {model!r}")
-                unplaced = [stem for stem in stems if stem not in self.output_order]
-                if unplaced:
-                    raise SettingsError(
-                        f"stem plan {source}: mode {mode!r} gives {', '.join(unplaced)}, not in output_order"
-                    )
+        """SettingsError unless every mode uses defined models for stems they have, every stem has a place
+        in output_order, and every complement's source is computed in the modes that return it."""
+        where = f"stem plan {source}"
+        if self.extra_stems_from is not None and not isinstance(
+            self.models.get(self.extra_stems_from), RoformerSpec
+        ):
+            raise SettingsError(f"{where}: extra_stems_from must name a bs_roformer model")
         for complement, source_stem in self.complements.items():
-            if complement not in self.output_order or source_stem not in self.output_order:
+            if complement not in self.output_order:
                 raise SettingsError(
-                    f"stem plan {source}: complement {complement} = mix - {source_stem} needs both in "
-                    "output_order"
+                    f"{where}: complement {complement} = mix - {source_stem} is not in output_order"
                 )
+        for name, mode in self.modes.items():
+            stems = [stem for model_stems in mode.models.values() for stem in model_stems]
+            for model, model_stems in mode.models.items():
+                spec = self.models.get(model)
+                if spec is None:
+                    raise SettingsError(f"{where}: mode {name!r} uses undefined model {model!r}")
+                missing = [
+                    stem for stem in model_stems if isinstance(spec, RoformerSpec) and stem not in spec.stems
+                ]
+                if missing:
+                    raise SettingsError(f"{where}: mode {name!r}: {model} has no stem {', '.join(missing)}")
+            unplaced = [stem for stem in stems if stem not in self.output_order]
+            if unplaced:
+                raise SettingsError(
+                    f"{where}: mode {name!r} gives {', '.join(unplaced)}, not in output_order"
+                )
+            for complement in mode.complements:
+                if self.complements.get(complement) not in stems:
+                    raise SettingsError(
+                        f"{where}: mode {name!r} returns complement {complement!r} but not its source"
+                    )
 
-    def stems_of(self, mode: str) -> list[str]:
-        """The stems a mode returns, complements included, in output order."""
-        uses = self.uses(mode)
-        stems = {stem for model_stems in uses.values() for stem in model_stems}
-        stems |= {complement for complement, source in self.complements.items() if source in stems}
-        return [stem for stem in self.output_order if stem in stems]
-
-    def uses(self, mode: str) -> dict[str, tuple[str, ...]]:
-        """{model: the stems it gives} for a mode; SettingsError naming the modes for an unknown one."""
+    def mode(self, mode: str) -> Mode:
+        """The mode named `mode`; SettingsError naming the modes for an unknown one."""
         if mode not in self.modes:
             raise SettingsError(f"unknown stems mode {mode!r}; choose one of {', '.join(self.modes)}")
         return self.modes[mode]
+
+    def stems_of(self, mode: str) -> list[str]:
+        """The stems a mode returns, complements included, in output order."""
+        chosen = self.mode(mode)
+        stems = {stem for model_stems in chosen.models.values() for stem in model_stems}
+        stems.update(chosen.complements)
+        return [stem for stem in self.output_order if stem in stems]
+
+    @property
+    def extra_stem_names(self) -> tuple[str, ...]:
+        """The names a request may add as extra stems (the extras model's stems), in its head order."""
+        if self.extra_stems_from is None:
+            return ()
+        return self.models[self.extra_stems_from].stems
+
+    def resolve(self, mode: str, extra_stems: Sequence[str] = ()) -> Work:
+        """The work of a request: the mode's models and stems, then each extra stem (from the extras model,
+        run once with the mode's stems where the mode uses it too). SettingsError for an unknown, repeated
+        or already returned extra stem, listing the valid names."""
+        chosen = self.mode(mode)
+        order = self.stems_of(mode)
+        valid = self.extra_stem_names
+        for index, stem in enumerate(extra_stems):
+            problem = None
+            if stem not in valid:
+                problem = f"unknown name {stem!r}"
+            elif stem in extra_stems[:index]:
+                problem = f"{stem!r} is given twice"
+            elif stem in order:
+                problem = f"{stem!r} is already returned by stems={mode}"
+            if problem:
+                names = ", ".join(valid) if valid else "none: this plan has no extra stems"
+                raise SettingsError(f"extra_stems: {problem}; the names are: {names}")
+        uses = dict(chosen.models)
+        if extra_stems:
+            uses[self.extra_stems_from] = uses.get(self.extra_stems_from, ()) + tuple(extra_stems)
+        complements = {complement: self.complements[complement] for complement in chosen.complements}
+        return Work(uses, complements, order + list(extra_stems))
 
     def models_loaded_at(self, when: str) -> list[str]:
         return [name for name, spec in self.models.items() if spec.load == when]
@@ -123,17 +201,20 @@ def _model_spec(name: str, entry: dict, plan_dir: Path) -> ModelSpec:
     """A model entry of the plan as its typed spec; SettingsError for an unknown type, key or value."""
     entry = dict(entry)
     kind = entry.pop("type", None)
-    if kind not in MODEL_TYPES:
+    spec_classes = {"bs_roformer": RoformerSpec, "demucs": DemucsSpec}
+    if kind not in spec_classes:
         raise SettingsError(
-            f"model {name!r} has unknown type {kind!r}; the plan supports {', '.join(MODEL_TYPES)}"
+            f"model {name!r} has unknown type {kind!r}; the plan supports {', '.join(spec_classes)}"
         )
-    spec_class = MODEL_TYPES[kind]
-    known = set(spec_class.__dataclass_fields__) - {"name"}
+    spec_class = spec_classes[kind]
+    known = set(spec_class.__dataclass_fields__) - {"name", "stems"}
     unknown = sorted(set(entry) - known)
     if unknown:
         raise SettingsError(f"model {name!r} ({kind}) has unknown keys {unknown}; it takes {sorted(known)}")
     if kind == "bs_roformer":
         entry["config"] = plan_dir / entry["config"]
+        with open(entry["config"]) as f:
+            entry["stems"] = tuple(yaml.safe_load(f)["stems"])
     spec = spec_class(name=name, **entry)
     if spec.load not in LOAD_TIMES:
         raise SettingsError(f"model {name!r}: load must be one of {', '.join(LOAD_TIMES)}, not {spec.load!r}")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .pipeline import Separator
 from .progress import LogReporter, MetricRecorder
-from .settings import OutputSettings, SeparationSettings
+from .settings import OutputSettings, SeparationSettings, parse_stem_list
 
 
 class SeparationService:
@@ -34,6 +34,7 @@ class SeparationService:
         audio: Path,
         *,
         stems: str,
+        extra_stems: str,
         output_format: str,
         chunk_size: float,
         overlap: float,
@@ -45,6 +46,7 @@ class SeparationService:
         """Separate one upload, yielding each stem file, named `<stem>.<ext>`, as soon as it is complete."""
         settings = SeparationSettings(
             stems=stems,
+            extra_stems=parse_stem_list(extra_stems),
             chunk_seconds=chunk_size,
             overlap_seconds=overlap,
             output=OutputSettings(

@@ -56,6 +56,7 @@ class SeparationSettings:
     `chunking: request` model); seconds are converted to samples at the models' rate."""
 
     stems: str = "vocals_instrumental"
+    extra_stems: tuple[str, ...] = ()  # names from the plan's extras model, returned after the mode's stems
     chunk_seconds: float = 8.0  # the viperx training chunk
     overlap_seconds: float = 4.0
     batch_size: int | None = None  # chunks or segments per forward pass; None: each model's own default
@@ -81,6 +82,12 @@ class SeparationSettings:
     @property
     def overlap_samples(self) -> int:
         return round(self.overlap_seconds * SAMPLE_RATE)
+
+
+def parse_stem_list(text: str) -> tuple[str, ...]:
+    """'piano, kick,snare' -> ('piano', 'kick', 'snare'): comma-separated names, spaces and empty items
+    ignored; the plan checks the names."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 def check_chunking(chunk_samples: int, overlap_samples: int) -> None:

@@ -32,6 +32,7 @@ DOCUMENTED_ORDER = {
     "vocals_instrumental": ["vocals", "instrumental"],
     "all_4": ["vocals", "instrumental", "drums", "bass", "other"],
     "all_6": ["vocals", "instrumental", "drums", "bass", "guitar", "piano", "other"],
+    "guitar": ["vocals", "instrumental", "guitar", "no_guitar"],
 }
 MIME_TYPES = {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg"}
 MP3_FRAME_SAMPLES = 1152
@@ -235,7 +236,7 @@ def test_sync_prediction_returns_the_documented_files(sync_runs, mix, stems, out
 
     metrics = response["metrics"]
     assert metrics["audio_seconds"] == pytest.approx(SONG_SECONDS, abs=1e-3)
-    models = StemPlan.load(CONFIG_DIR / PLAN_FILE_NAME).modes[stems]
+    models = StemPlan.load(CONFIG_DIR / PLAN_FILE_NAME).mode(stems).models
     assert set(metrics["stage_seconds"]) == {"decode", "write", *models}
     assert metrics["predict_time"] > 0
 
@@ -441,3 +442,34 @@ def test_cancel_after_the_first_stems_keeps_them_delivered(upload_server, receiv
     uploaded = {name for name in receiver.uploads if name.endswith(".flac")}
     assert {"vocals.flac", "instrumental.flac"} <= uploaded
     assert not uploaded & {"drums.flac", "bass.flac", "other.flac"}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The guitar mode and extra stems
+
+
+def test_guitar_mode_with_extra_stems_uploads_every_named_file(upload_server, receiver, song_url):
+    inputs = {
+        "audio": song_url,
+        "stems": "guitar",
+        "extra_stems": "piano, kick",
+        "output_format": "mp3",
+        **FAST,
+    }
+    response = upload_server.predict(inputs)
+    assert response["status"] == "succeeded", upload_server.explain(response)
+    expected = [f"{stem}.mp3" for stem in [*DOCUMENTED_ORDER["guitar"], "piano", "kick"]]
+    assert sorted(file_names(response["output"])) == sorted(expected)
+    assert set(response["metrics"]["stems"]) == {name.removesuffix(".mp3") for name in expected}
+    models = set(StemPlan.load(CONFIG_DIR / PLAN_FILE_NAME).mode("guitar").models)
+    assert set(response["metrics"]["stage_seconds"]) == {"decode", "write", *models}
+
+
+def test_a_bad_extra_stem_fails_with_one_line_naming_it(server, song_url):
+    response = server.predict({"audio": song_url, "stems": "all_4", "extra_stems": "bass", **FAST})
+    assert response["status"] == "failed", server.explain(response)
+    assert (
+        "'bass' is already returned by stems=all_4" in response["error"] and "woodwind" in response["error"]
+    )
+    assert "\n" not in response["error"].strip()
+    assert server.predict({"audio": song_url, **FAST})["status"] == "succeeded"

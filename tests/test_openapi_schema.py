@@ -19,6 +19,7 @@ from separation.settings import (
     WAV_BIT_DEPTHS,
     OutputSettings,
     SeparationSettings,
+    parse_stem_list,
 )
 
 GENERATOR_PATH = Path(__file__).resolve().parents[1] / "scripts" / "generate_openapi_schema.py"
@@ -55,8 +56,8 @@ def test_input_schema_has_the_cog_shape(generator):
     schemas = json.loads(generator.SCHEMA_PATH.read_text())["components"]["schemas"]
     inputs = schemas["Input"]
     assert inputs["required"] == ["audio"]
-    names = ["audio", "stems", "output_format", "chunk_size", "overlap", "sample_rate", "wav_bit_depth"]
-    names.append("mp3_bitrate")
+    names = ["audio", "stems", "extra_stems", "output_format", "chunk_size", "overlap", "sample_rate"]
+    names += ["wav_bit_depth", "mp3_bitrate"]
     assert list(inputs["properties"]) == names  # run()'s argument order
     assert [prop["x-order"] for prop in inputs["properties"].values()] == list(range(len(names)))
     assert inputs["properties"]["audio"]["format"] == "uri"
@@ -94,6 +95,7 @@ def test_defaults_are_the_package_defaults(predictor):
     settings, output = SeparationSettings(), OutputSettings()
     expected = {
         "stems": settings.stems,
+        "extra_stems": ",".join(settings.extra_stems),
         "chunk_size": settings.chunk_seconds,
         "overlap": settings.overlap_seconds,
         "output_format": output.format,
@@ -109,6 +111,7 @@ def test_cli_defaults_and_choices_are_the_package_ones():
     settings, output = SeparationSettings(), OutputSettings()
     cli_settings = SeparationSettings(
         stems=args.stems,
+        extra_stems=parse_stem_list(args.extra_stems),
         chunk_seconds=args.chunk_size,
         overlap_seconds=args.overlap,
         batch_size=args.batch_size,
@@ -125,3 +128,15 @@ def test_cli_defaults_and_choices_are_the_package_ones():
     with pytest.raises(SystemExit):
         parse_args(["song.wav", "--precision", "int8"])
     assert all(parse_args(["x", "--precision", p]).precision == p for p in PRECISIONS)
+
+
+def test_every_extra_stem_name_is_listed_for_the_client(predictor, capsys):
+    """The schema's extra_stems description and the CLI help name all 53 instruments."""
+    names = StemPlan.load(CONFIG_DIR / PLAN_FILE_NAME).extra_stem_names
+    assert len(names) == 53
+    description = predictor.inputs["extra_stems"].description
+    assert description.endswith(", ".join(names))
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert all(name in help_text for name in names)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -14,12 +15,14 @@ import torch
 import separation.models as models_module
 from fixtures.processes import ffmpeg_children
 from fixtures.songs import write_song
+from separation.chunking import separate_chunked
 from separation.decode import decode_audio
 from separation.demucs_apply import DemucsSeparator
 from separation.encode import RESCALE_PEAK_DBFS, StemStream, write_stem
 from separation.errors import SettingsError, WeightsError
 from separation.pipeline import Separator
 from separation.progress import LogReporter, Reporter
+from separation.roformer import RoformerCheckpoint
 from separation.serving import SeparationService
 from separation.settings import OutputSettings, SeparationSettings
 from separation.stem_report import StemReport, measure_mix
@@ -162,6 +165,7 @@ def test_service_keeps_only_the_latest_outputs(tiny_weights_dir, song):
     service = SeparationService(tiny_weights_dir, "cpu")
     options = dict(
         stems="vocals_instrumental",
+        extra_stems="",
         output_format="mp3",
         chunk_size=4.0,
         overlap=1.0,
@@ -235,8 +239,8 @@ class Gain(torch.nn.Module):
         super().__init__()
         self.gain = gain
 
-    def forward(self, x):
-        return self.gain * x[:, None]
+    def forward(self, x, heads=(0,)):
+        return self.gain * x[:, None].expand(-1, len(heads), -1, -1)
 
 
 class FailsOnCall(Gain):
@@ -246,11 +250,11 @@ class FailsOnCall(Gain):
         super().__init__(0.5)
         self.calls, self.fail_on = 0, fail_on
 
-    def forward(self, x):
+    def forward(self, x, heads=(0,)):
         self.calls += 1
         if self.calls == self.fail_on:
             raise RuntimeError("the model failed midway")
-        return super().forward(x)
+        return super().forward(x, heads)
 
 
 @pytest.fixture
@@ -397,3 +401,59 @@ def test_every_stem_comes_with_its_figures(separator, song, tmp_path, monkeypatc
     assert instrumental.report.loudness_lufs == pytest.approx(measure_mix(mix, 44100), abs=0.05)
     assert instrumental.report.peak_dbfs == pytest.approx(20 * np.log10(np.abs(mix).max()), abs=0.05)
     assert instrumental.report.active_fraction == 1.0 and instrumental.report.present
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The guitar mode and extra stems (the Mega-53 family, tiny: fp16, 53 heads, hop 512)
+
+
+@pytest.mark.slow
+def test_guitar_mode_computes_head_20_only_and_returns_the_song_without_the_guitar(
+    tiny_weights_dir, song, tmp_path
+):
+    separator = Separator(tiny_weights_dir, "cpu")
+    assert "bs_roformer_mega53" not in separator.loaded_models  # lazy
+    output = OutputSettings(format="wav", wav_bit_depth="32-float")
+    settings = SeparationSettings(stems="guitar", output=output)
+    written = separator.separate_file(song, tmp_path, settings)
+    assert [stem.path.name for stem in written] == [
+        "vocals.wav",
+        "instrumental.wav",
+        "guitar.wav",
+        "no_guitar.wav",
+    ]
+    mega53 = separator.model("bs_roformer_mega53")
+    assert mega53.checkpoint.loaded_heads == [20] and mega53.spec.stems[20] == "guitar"
+
+    mix = decode_audio(song)
+    guitar, no_guitar = (sf.read(stem.path, dtype="float32")[0].T for stem in written[2:])
+    np.testing.assert_allclose(guitar + no_guitar, mix, atol=1e-6)
+    # head 20 of the file, at the config's 20 s chunks and half overlap (not the request's 8 s)
+    reference = RoformerCheckpoint(mega53.spec.config, tiny_weights_dir / mega53.spec.checkpoint, heads=[20])
+    chunk, overlap = mega53.inference["chunk_samples"], mega53.inference["overlap_samples"]
+    assert (chunk, overlap) == (882_000, 441_000)
+    model = functools.partial(reference.model, heads=[20])
+    expected = separate_chunked(model, torch.from_numpy(mix), "cpu", chunk, overlap)[0]
+    np.testing.assert_allclose(guitar, expected.numpy(), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_extra_stems_come_after_the_mode_in_the_order_given(tiny_weights_dir, song, tmp_path):
+    separator = Separator(tiny_weights_dir, "cpu")
+    settings = SeparationSettings(
+        stems="vocals_instrumental", extra_stems=("piano", "electric-guitar", "kick")
+    )
+    written = separator.separate_file(song, tmp_path, settings)
+    assert [stem.name for stem in written] == ["vocals", "instrumental", "piano", "electric-guitar", "kick"]
+    assert all(stem.path == tmp_path / f"{stem.name}.wav" and stem.path.is_file() for stem in written)
+    names = separator.model("bs_roformer_mega53").spec.stems
+    assert separator.model("bs_roformer_mega53").checkpoint.loaded_heads == sorted(
+        names.index(name) for name in ("piano", "electric-guitar", "kick")
+    )
+
+
+def test_cli_names_a_bad_extra_stem_in_one_line(tiny_weights_dir, song, tmp_path):
+    result = run_cli(str(song), "--weights", str(tiny_weights_dir), "--extra-stems", "piano,gutar")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1 and "unknown name 'gutar'" in result.stderr
+    assert "acoustic-guitar" in result.stderr

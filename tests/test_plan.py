@@ -15,7 +15,10 @@ EXPECTED_ORDER = {
     "vocals_instrumental": ["vocals", "instrumental"],
     "all_4": ["vocals", "instrumental", "drums", "bass", "other"],
     "all_6": ["vocals", "instrumental", "drums", "bass", "guitar", "piano", "other"],
+    "guitar": ["vocals", "instrumental", "guitar", "no_guitar"],
 }
+MEGA53_YAML = Path(__file__).parent / "data" / "mvsep_mega_model_bs_roformer_53_stems.yaml"
+MEGA53_STEMS = yaml.load(MEGA53_YAML.read_text(), Loader=yaml.FullLoader)["training"]["instruments"]
 
 
 @pytest.fixture
@@ -25,13 +28,14 @@ def plan() -> StemPlan:
 
 def test_project_plan_orders_stems_as_documented(plan):
     assert {mode: plan.stems_of(mode) for mode in plan.modes} == EXPECTED_ORDER
-    assert plan.models_loaded_at("lazy") == ["htdemucs_6s"]
-    assert plan.complements == {"instrumental": "vocals"}
+    assert plan.models_loaded_at("lazy") == ["htdemucs_6s", "bs_roformer_mega53"]
+    assert plan.complements == {"instrumental": "vocals", "no_guitar": "guitar"}
+    assert plan.mode("all_6").complements == ("instrumental",)  # all_6 stays as the seed defined it
 
 
 def test_unknown_mode_is_a_clear_error(plan):
     with pytest.raises(
-        SettingsError, match="unknown stems mode 'karaoke'.*vocals_instrumental, all_4, all_6"
+        SettingsError, match="unknown stems mode 'karaoke'.*vocals_instrumental, all_4, all_6, guitar"
     ):
         plan.stems_of("karaoke")
 
@@ -39,6 +43,9 @@ def test_unknown_mode_is_a_clear_error(plan):
 def test_specs_are_typed_and_config_paths_resolved(plan):
     vocals = plan.models["bs_roformer_vocals"]
     assert isinstance(vocals, RoformerSpec) and vocals.chunking == "request" and vocals.config.is_file()
+    assert vocals.stems == ("vocals",)
+    mega53 = plan.models["bs_roformer_mega53"]
+    assert mega53.chunking == "config" and list(mega53.stems) == MEGA53_STEMS and mega53.stems[20] == "guitar"
     assert isinstance(plan.models["htdemucs_ft"], DemucsSpec) and plan.models["htdemucs_ft"].batch_size == 8
 
 
@@ -60,9 +67,21 @@ def edited_plan(tmp_path: Path, edit) -> Path:
             lambda d: d["models"]["htdemucs_ft"].update(type="mel_band_roformer"),
             "unknown type 'mel_band_roformer'",
         ),
-        (lambda d: d["modes"]["all_4"].update(htdemucs_v5=["drums"]), "undefined model 'htdemucs_v5'"),
-        (lambda d: d["modes"]["all_6"]["htdemucs_6s"].append("ukulele"), "ukulele, not in output_order"),
+        (
+            lambda d: d["modes"]["all_4"]["models"].update(htdemucs_v5=["drums"]),
+            "undefined model 'htdemucs_v5'",
+        ),
+        (
+            lambda d: d["modes"]["all_6"]["models"]["htdemucs_6s"].append("ukulele"),
+            "ukulele, not in output_order",
+        ),
+        (lambda d: d["modes"]["guitar"]["models"]["bs_roformer_mega53"].append("kazoo"), "has no stem kazoo"),
         (lambda d: d["output_order"].remove("instrumental"), "complement instrumental = mix - vocals"),
+        (
+            lambda d: d["modes"]["all_4"]["complements"].append("no_guitar"),
+            "complement 'no_guitar' but not its",
+        ),
+        (lambda d: d.update(extra_stems_from="htdemucs_6s"), "extra_stems_from must name a bs_roformer"),
         (lambda d: d["models"]["htdemucs_6s"].update(load="sometimes"), "load must be one of setup, lazy"),
         (lambda d: d["models"]["bs_roformer_vocals"].update(chunking="auto"), "chunking must be one of"),
         (lambda d: d["models"]["htdemucs_ft"].update(segment=7.8), "unknown keys \\['segment'\\]"),
@@ -92,3 +111,31 @@ def test_the_plan_and_the_weights_manifest_agree(plan):
             assert expected <= targets_by_model[name]
             signatures = {Path(target).name.split("-")[0] for target in targets_by_model[name] - expected}
             assert signatures == set(bag["models"])
+
+
+def test_extra_stems_follow_the_mode_and_share_its_mega53_run(plan):
+    work = plan.resolve("guitar", ["piano", "electric-guitar", "kick"])
+    assert work.order == ["vocals", "instrumental", "guitar", "no_guitar", "piano", "electric-guitar", "kick"]
+    assert work.uses == {
+        "bs_roformer_vocals": ("vocals",),
+        "bs_roformer_mega53": ("guitar", "piano", "electric-guitar", "kick"),  # one run, four heads
+    }
+    assert work.complements == {"instrumental": "vocals", "no_guitar": "guitar"}
+    assert plan.resolve("all_4", ["snare"]).uses["bs_roformer_mega53"] == ("snare",)
+    assert plan.extra_stem_names == tuple(MEGA53_STEMS)
+
+
+@pytest.mark.parametrize(
+    ("mode", "extra", "words"),
+    [
+        ("all_4", ["gutar"], "unknown name 'gutar'"),
+        ("all_4", ["piano", "piano"], "'piano' is given twice"),
+        ("all_4", ["bass"], "'bass' is already returned by stems=all_4"),
+        ("guitar", ["guitar"], "'guitar' is already returned by stems=guitar"),
+    ],
+)
+def test_bad_extra_stems_are_one_line_listing_the_names(plan, mode, extra, words):
+    with pytest.raises(SettingsError, match=words) as error:
+        plan.resolve(mode, extra)
+    message = str(error.value)
+    assert "\n" not in message and "accordion, acoustic-guitar" in message and message.endswith("woodwind")
