@@ -40,6 +40,7 @@ from demucs.utils import center_trim
 from .demucs_bag import load_bag
 from .errors import AudioError, SettingsError, WeightsError
 from .settings import check_batch_size
+from .weights import non_finite_output_error
 
 SHIFT_RANGE_SECONDS = 0.5  # apply_model shifts the track by a random offset in [0, 0.5 s] per shift
 NORMALISATION_EPSILON = 1e-8  # added to the standard deviation, as in demucs.api
@@ -245,12 +246,13 @@ class DemucsSeparator:
         mix = mix.cpu()  # [channels, samples]
         track = _NormalisedTrack.of(mix)
         with self._lock, _seeded_python_random(self.seed):
-            estimates = self._apply_bag(bag, track, source_indices, progress, batch_size)
+            estimates = self._apply_bag(name, bag, track, source_indices, progress, batch_size)
         estimates.mul_(track.scale).add_(track.mean)  # [1, wanted, channels, samples]
         return {bag.sources[k]: estimates[0, j] for j, k in enumerate(source_indices)}
 
     def _apply_bag(
         self,
+        name: str,
         bag: BagOfModels,
         track: _NormalisedTrack,
         source_indices: list[int],
@@ -292,7 +294,7 @@ class DemucsSeparator:
             targets = [j for j, k in enumerate(source_indices) if weights[k] != 0]
             rows = [source_indices[j] for j in targets]
             scales = [weights[k] / max(self.shifts, 1) for k in rows]
-            self._add_sub_model(model, track, rows, targets, scales, estimates, on_forward, batch_size)
+            self._add_sub_model(name, model, track, rows, targets, scales, estimates, on_forward, batch_size)
             finished_passes += model_passes[model_index]
             if done_passes < finished_passes:  # a shift offset spared a segment of the bound
                 report(finished_passes)
@@ -322,6 +324,7 @@ class DemucsSeparator:
 
     def _add_sub_model(
         self,
+        name: str,
         model: torch.nn.Module,
         track: _NormalisedTrack,
         rows: list[int],
@@ -335,12 +338,15 @@ class DemucsSeparator:
 
         estimates: [1, wanted, channels, samples] on the CPU. Each pass reads the track from `lead` samples
         before its start (zeros there), and what the pass finishes is added at once, less the samples that
-        fall in the lead (apply_model trims them).
+        fall in the lead (apply_model trims them). A block with NaN or infinite samples stops the run at
+        once with the error that names bag `name`.
         """
         for lead in self._shift_leads(model):
             for first, block in self._pass_blocks(
                 model, track, -lead, lead + track.samples, rows, on_forward, batch_size
             ):
+                if not torch.isfinite(block).all():
+                    raise non_finite_output_error(name)
                 skip = max(0, -first)  # samples of the block that fall in the lead
                 if skip >= block.shape[-1]:
                     continue

@@ -17,7 +17,8 @@ import yaml
 from .errors import WeightsError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-MANIFEST_PATH = REPO_ROOT / "configs" / "weights.yaml"
+MANIFEST_FILE_NAME = "weights.yaml"
+MANIFEST_PATH = REPO_ROOT / "configs" / MANIFEST_FILE_NAME
 WEIGHTS_DIR_ENV = "SEPARATION_WEIGHTS_DIR"
 READ_CHUNK_BYTES = 1 << 20
 
@@ -121,6 +122,13 @@ def select_models(files: Sequence[WeightFile], models: Sequence[str]) -> list[We
             f"unknown model {', '.join(map(repr, unknown))}; the manifest has {', '.join(known)}"
         )
     return [file for file in files if file.model in models]
+
+
+def manifest_for(weights_dir: Path) -> Path:
+    """The weights folder's own weights.yaml if it has one (a folder of other weights, e.g. the tests'),
+    else the project's manifest."""
+    own = Path(weights_dir) / MANIFEST_FILE_NAME
+    return own if own.is_file() else MANIFEST_PATH
 
 
 def default_weights_dir() -> Path:

@@ -1,4 +1,4 @@
-"""The plan's model types as the pipeline uses them: what weight files each needs, and separating a mix.
+"""The plan's model types as the pipeline uses them: loading each, and separating a mix with it.
 
 Every model answers `separate(mix, wanted, settings, progress, on_final)` with its whole wanted stems,
 {stem: float32 [2, samples] CPU}. A BS-RoFormer also hands each span of its stems to `on_final` as soon as
@@ -8,7 +8,6 @@ it is final, so the stem writer can encode it while the model runs; Demucs gives
 from __future__ import annotations
 
 import functools
-import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -16,10 +15,10 @@ import torch
 
 from .chunking import separate_chunked
 from .demucs_apply import DemucsSeparator
-from .demucs_bag import bag_file_problems
 from .plan import DemucsSpec, ModelSpec, RoformerSpec
 from .roformer import RoformerCheckpoint, load_config
 from .settings import SeparationSettings
+from .weights import non_finite_output_error
 
 ProgressCallback = Callable[[int, int], None]  # (work done, work in total)
 FinalStems = Callable[[int, dict[str, torch.Tensor]], None]  # (first sample, {stem: final [2, n] span})
@@ -38,16 +37,6 @@ class RoformerModel:
         heads = None if len(spec.stems) == 1 else []
         self.checkpoint = RoformerCheckpoint(spec.config, Path(weights_dir) / spec.checkpoint, device, heads)
         self.model = self.checkpoint.model
-
-    @staticmethod
-    def weight_problems(spec: RoformerSpec, weights_dir: Path) -> list[str]:
-        """The checkpoint is present and a zip archive (its tensors are checked when it loads)."""
-        path = Path(weights_dir) / spec.checkpoint
-        if not path.is_file():
-            return [f"missing weight file {path}"]
-        if not zipfile.is_zipfile(path):
-            return [f"{path} is not a PyTorch checkpoint, or it is truncated (no zip directory found)"]
-        return []
 
     def chunking(self, settings: SeparationSettings) -> tuple[int, int]:
         """(chunk_samples, overlap_samples): the request's for `chunking: request`, else the config's."""
@@ -69,6 +58,8 @@ class RoformerModel:
         self.checkpoint.ensure_heads(heads)
 
         def final_stems(first_sample: int, block: torch.Tensor) -> None:  # block: [wanted, 2, n]
+            if not torch.isfinite(block).all():  # stop at the first bad span, not after the whole track
+                raise non_finite_output_error(self.spec.name)
             on_final(first_sample, dict(zip(wanted, block, strict=True)))
 
         chunk_samples, overlap_samples = self.chunking(settings)
@@ -93,11 +84,6 @@ class DemucsModel:
         self.spec = spec
         self.separator = DemucsSeparator(Path(weights_dir) / spec.folder, device)
         self.separator.preload(spec.bag)
-
-    @staticmethod
-    def weight_problems(spec: DemucsSpec, weights_dir: Path) -> list[str]:
-        """The bag yaml and one model file per signature are present."""
-        return bag_file_problems(spec.bag, Path(weights_dir) / spec.folder)
 
     def separate(
         self,

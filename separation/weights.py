@@ -29,12 +29,21 @@ from .manifest import (
 )
 
 FETCH_COMMAND = "python -m separation.weights fetch"
+VERIFY_COMMAND = "python -m separation.weights verify"
 _CURL_OPTIONS = "--fail --location --silent --show-error --retry 5 --retry-delay 3 --retry-all-errors"
 
 
 def weights_error(problems: Sequence[str]) -> WeightsError:
     """One WeightsError for every problem found, in one line, ending with the fetch command once."""
     return WeightsError("; ".join(problems) + f". Fetch the weights with `{FETCH_COMMAND}`.")
+
+
+def non_finite_output_error(model: str) -> WeightsError:
+    """What a model that produced NaN or infinite samples tells: damaged weights, and how to check them."""
+    return WeightsError(
+        f"model {model} produced NaN or infinite samples; its weights may be damaged: check them with "
+        f"`{VERIFY_COMMAND}`"
+    )
 
 
 def build_commands(files: Sequence[WeightFile], weights_dir: str = "/weights") -> list[str]:

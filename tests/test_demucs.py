@@ -458,3 +458,14 @@ def test_bad_source_requests_are_refused(shared_bag_dir, mix, wanted, message):
 def test_bad_audio_is_refused(shared_bag_dir, audio, message):
     with pytest.raises(AudioError, match=message):
         DemucsSeparator(shared_bag_dir, "cpu").separate("htdemucs_6s", audio, ["drums"])
+
+
+def test_a_segment_with_nan_stops_the_bag_at_once_naming_it(shared_bag_dir, hooked_ft, mix):
+    """Damaged weights that give NaN stop the run at the first segment, not after the whole track."""
+    bag, forwards = hooked_ft
+    bag.models[1].register_forward_hook(lambda module, args, output: torch.full_like(output, float("nan")))
+    separator = DemucsSeparator(shared_bag_dir, "cpu", shifts=0)
+    with pytest.raises(WeightsError, match="htdemucs_ft produced NaN or infinite samples") as error:
+        separator.separate("htdemucs_ft", mix, ["bass"])
+    assert "python -m separation.weights verify" in str(error.value)
+    assert forwards[1] == 1 and sum(forwards) == 1  # bass comes from specialist 1 alone

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +22,9 @@ from separation.decode import decode_audio
 from separation.demucs_apply import DemucsSeparator
 from separation.encode import RESCALE_PEAK_DBFS, StemStream, write_stem
 from separation.errors import SettingsError, WeightsError
+from separation.manifest import MANIFEST_PATH, load_manifest
 from separation.pipeline import Separator
+from separation.plan import StemPlan
 from separation.progress import LogReporter, Reporter
 from separation.roformer import RoformerCheckpoint
 from separation.serving import SeparationService
@@ -129,14 +133,49 @@ def test_multi_stem_modes_write_every_stem_in_order(separator, song, tmp_path, m
         assert "htdemucs_6s" in separator.loaded_models  # loaded on first use, then kept
 
 
-def test_missing_weights_are_named_before_anything_loads(tiny_weights_dir, tmp_path):
+def test_missing_weights_are_named_before_anything_loads(tmp_path):
+    """The project's manifest applies to a folder without its own: every file of every model is named,
+    lazy models included, in one line with the fetch command once."""
     empty = tmp_path / "weights"
     empty.mkdir()
     with pytest.raises(WeightsError) as error:
         Separator(empty, "cpu")
     message = str(error.value)
-    assert "model_bs_roformer_ep_317_sdr_12.9755.ckpt" in message and "demucs" in message
+    for name in load_manifest(MANIFEST_PATH):
+        assert f"{empty / name.target}: missing" in message
     assert message.count("python -m separation.weights fetch") == 1 and "\n" not in message
+
+
+@pytest.mark.parametrize("damage", ["flipped", "truncated"])
+def test_damaged_weights_fail_setup_naming_the_file(tiny_weights_dir, tmp_path, damage):
+    """Bytes written into the middle of a checkpoint keep it loadable: its sha256 gives it away at setup."""
+    weights = shutil.copytree(tiny_weights_dir, tmp_path / "weights")
+    checkpoint = weights / StemPlan.for_weights(weights).models["bs_roformer_mega53"].checkpoint  # lazy
+    data = bytearray(checkpoint.read_bytes())
+    if damage == "flipped":
+        data[len(data) // 2 : len(data) // 2 + 1000] = os.urandom(1000)
+    else:
+        del data[-1000:]
+    checkpoint.write_bytes(bytes(data))
+    with pytest.raises(WeightsError) as error:
+        Separator(weights, "cpu")
+    expected = "sha256 is" if damage == "flipped" else f"size is {len(data)} bytes"
+    assert f"{checkpoint}: {expected}" in str(error.value) and "weights fetch" in str(error.value)
+
+
+@pytest.mark.parametrize("output_format", ["wav", "mp3"])
+def test_non_finite_output_stops_at_once_naming_the_model(
+    separator, song, tmp_path, monkeypatch, output_format
+):
+    model = FailsOnCall(fail_on=0)  # never fails by itself
+    model.gain = float("nan")
+    monkeypatch.setattr(separator.model("bs_roformer_vocals"), "model", model)
+    settings = SeparationSettings(**STREAMING, output=OutputSettings(format=output_format))
+    with pytest.raises(WeightsError, match="bs_roformer_vocals produced NaN or infinite samples") as error:
+        separator.separate_file(song, tmp_path / "out", settings)
+    assert "python -m separation.weights verify" in str(error.value)
+    assert model.calls == 2  # the first batch's span stopped it (the second was already under way) of 6
+    assert not list((tmp_path / "out").iterdir()) and not ffmpeg_children()
 
 
 def test_log_reporter_prints_eta_and_records_metrics():
@@ -222,7 +261,8 @@ def test_cli_reports_a_bad_input_in_one_line_and_goes_on(tiny_weights_dir, song,
 def test_cli_without_weights_stops_with_one_line(tmp_path, song):
     result = run_cli(str(song), "--weights", str(tmp_path / "nothing"))
     assert result.returncode == 1
-    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: missing weight file")
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
+    assert "model_bs_roformer_ep_317_sdr_12.9755.ckpt: missing" in result.stderr
     assert "Traceback" not in result.stderr
 
 
