@@ -8,6 +8,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from .errors import AudioError
 from .pipeline import Separator
 from .progress import LogReporter, MetricRecorder
 from .settings import OutputSettings, SeparationSettings, parse_stem_list
@@ -19,7 +20,12 @@ class SeparationService:
     Each prediction writes into a fresh temporary folder; the previous prediction's folder is
     removed when the next one starts (the runtime has uploaded its files by then), so the disk
     holds at most one prediction's stems. Stems are handed to the runtime as they are complete, so it
-    uploads the vocals while Demucs still runs.
+    uploads the vocals while Demucs still runs. A prediction that fails or is cancelled keeps only the
+    stems it had handed over (none: its folder goes at once).
+
+    The audio must be a file the runtime downloaded for this prediction (every URL input, http, https or
+    data, lands in its temporary folder as `tmp<random><name>`): a plain path would make the server read
+    its own disk, so it is refused.
     """
 
     def __init__(self, weights_dir: Path | None = None, device: str | None = None):
@@ -56,13 +62,31 @@ class SeparationService:
                 mp3_bitrate=mp3_bitrate,
             ),
         )
+        upload = check_upload(Path(audio))
         self._remove_last_outputs()
-        self._last_out_dir = Path(tempfile.mkdtemp(prefix="stems-"))
+        out_dir = self._last_out_dir = Path(tempfile.mkdtemp(prefix="stems-"))
         reporter = LogReporter(record_metric)
-        for stem in self.separator.stems_as_written(Path(audio), self._last_out_dir, settings, reporter):
-            yield stem.path
+        try:
+            for stem in self.separator.stems_as_written(upload, out_dir, settings, reporter):
+                yield stem.path
+        except BaseException:  # failed or cancelled: the writer has removed every stem not handed over
+            if not any(out_dir.iterdir()):
+                self._remove_last_outputs()
+            raise
 
     def _remove_last_outputs(self) -> None:
+        """Remove the previous prediction's output folder."""
         if self._last_out_dir is not None:
             shutil.rmtree(self._last_out_dir, ignore_errors=True)
             self._last_out_dir = None
+
+
+def check_upload(path: Path) -> Path:
+    """`path`, resolved, if it is a file the runtime downloaded into its temporary folder; AudioError
+    otherwise (symbolic links are followed first, so none can point elsewhere)."""
+    resolved = path.resolve()
+    if resolved.parent != Path(tempfile.gettempdir()).resolve() or not resolved.name.startswith("tmp"):
+        raise AudioError(
+            "audio must be an upload or a URL (http, https or data); paths on the server are not read"
+        )
+    return resolved

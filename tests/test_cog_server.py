@@ -175,6 +175,11 @@ def async_request(
     return answer
 
 
+def server_temp_dir(server: CogServer) -> Path:
+    """Where a server's downloads and stem folders go (its TMPDIR)."""
+    return server.log_path.with_name(server.log_path.stem + "-tmp")
+
+
 def terminal_webhook(receiver: Receiver, prediction_id: str) -> dict | None:
     return next((h for h in receiver.webhooks_for(prediction_id) if h["status"] in TERMINAL_STATUSES), None)
 
@@ -334,6 +339,7 @@ def test_cancel_mid_run_then_next_prediction_succeeds(server, receiver, tmp_path
 
     final = receiver.wait_for(lambda: terminal_webhook(receiver, "cancel-me"), 120)
     assert final and final["status"] == "canceled", server.explain(final)
+    assert not list(server_temp_dir(server).glob("stems-*"))  # nothing was handed over: nothing kept
     after = server.predict({"audio": song_url, **FAST})
     assert after["status"] == "succeeded", server.explain(after)
 
@@ -440,6 +446,8 @@ def test_cancel_after_the_first_stems_keeps_them_delivered(upload_server, receiv
     uploaded = {name for name in receiver.uploads if name.endswith(".flac")}
     assert {"vocals.flac", "instrumental.flac"} <= uploaded
     assert not uploaded & {"drums.flac", "bass.flac", "other.flac"}
+    [kept] = server_temp_dir(upload_server).glob("stems-*")  # until the next prediction starts
+    assert sorted(path.name for path in kept.iterdir()) == ["instrumental.flac", "vocals.flac"]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -470,4 +478,12 @@ def test_a_bad_extra_stem_fails_with_one_line_naming_it(server, song_url):
         "'bass' is already returned by stems=all_4" in response["error"] and "woodwind" in response["error"]
     )
     assert "\n" not in response["error"].strip()
+    assert server.predict({"audio": song_url, **FAST})["status"] == "succeeded"
+
+
+def test_a_path_on_the_server_is_refused(server, song_file, song_url):
+    """Only URLs (http, https, data) are read: a plain path would read the server's own disk."""
+    response = server.predict({"audio": str(song_file), **FAST})
+    assert response["status"] == "failed", server.explain(response)
+    assert "audio must be an upload or a URL" in response["error"]
     assert server.predict({"audio": song_url, **FAST})["status"] == "succeeded"

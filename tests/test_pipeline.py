@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from separation.chunking import separate_chunked
 from separation.decode import decode_audio
 from separation.demucs_apply import DemucsSeparator
 from separation.encode import RESCALE_PEAK_DBFS, StemStream, write_stem
-from separation.errors import SettingsError, WeightsError
+from separation.errors import AudioError, SettingsError, WeightsError
 from separation.manifest import MANIFEST_PATH, load_manifest
 from separation.pipeline import Separator
 from separation.plan import StemPlan
@@ -200,26 +201,62 @@ def test_log_reporter_prints_eta_and_records_metrics():
     assert metrics == [("stage_seconds.bs_roformer_vocals", 6.0, "incr")]
 
 
-def test_service_keeps_only_the_latest_outputs(tiny_weights_dir, song):
+SERVICE_OPTIONS = dict(
+    stems="vocals_instrumental",
+    extra_stems="",
+    output_format="mp3",
+    chunk_size=4.0,
+    overlap=1.0,
+    sample_rate=44100,
+    wav_bit_depth="24",
+    mp3_bitrate=192,
+)
+
+
+@pytest.fixture
+def downloaded(song, tmp_path, monkeypatch) -> Path:
+    """The song where the runtime puts a URL input: `tmp<random><name>` in the temporary folder."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "runtime-tmp"))
+    (tmp_path / "runtime-tmp").mkdir()
+    with tempfile.NamedTemporaryFile(suffix="song.wav", delete=False) as copy:
+        copy.write(song.read_bytes())
+    return Path(copy.name)
+
+
+def test_service_keeps_only_the_latest_outputs(tiny_weights_dir, downloaded):
     service = SeparationService(tiny_weights_dir, "cpu")
-    options = dict(
-        stems="vocals_instrumental",
-        extra_stems="",
-        output_format="mp3",
-        chunk_size=4.0,
-        overlap=1.0,
-        sample_rate=44100,
-        wav_bit_depth="24",
-        mp3_bitrate=192,
-    )
     metrics = {}
-    first = list(
-        service.predict(song, **options, record_metric=lambda k, v, mode="replace": metrics.update({k: v}))
-    )
+    record = lambda k, v, mode="replace": metrics.update({k: v})  # noqa: E731
+    first = list(service.predict(downloaded, **SERVICE_OPTIONS, record_metric=record))
     assert [f.name for f in first] == ["vocals.mp3", "instrumental.mp3"]
     assert metrics["audio_seconds"] == 2.0 and "stage_seconds.bs_roformer_vocals" in metrics
-    second = list(service.predict(song, **options))
+    second = list(service.predict(downloaded, **SERVICE_OPTIONS))
     assert all(f.exists() for f in second) and not first[0].parent.exists()
+
+
+@pytest.mark.parametrize("where", ["elsewhere", "unprefixed", "symlink"])
+def test_service_reads_only_what_the_runtime_downloaded(tiny_weights_dir, downloaded, song, where):
+    if where == "elsewhere":
+        path = song  # a file of the server's own disk
+    elif where == "unprefixed":
+        path = downloaded.with_name("song.wav")
+        path.write_bytes(song.read_bytes())
+    else:
+        path = downloaded.with_name("tmplink.wav")
+        path.symlink_to(song)
+    service = SeparationService(tiny_weights_dir, "cpu")
+    with pytest.raises(AudioError, match="must be an upload or a URL"):
+        list(service.predict(path, **SERVICE_OPTIONS))
+
+
+def test_a_failed_prediction_with_nothing_handed_over_leaves_no_folder(tiny_weights_dir, downloaded):
+    service = SeparationService(tiny_weights_dir, "cpu")
+    list(service.predict(downloaded, **SERVICE_OPTIONS))
+    assert len(list(Path(tempfile.gettempdir()).glob("stems-*"))) == 1
+    downloaded.write_bytes(b"not audio at all")
+    with pytest.raises(AudioError):
+        list(service.predict(downloaded, **SERVICE_OPTIONS))
+    assert not list(Path(tempfile.gettempdir()).glob("stems-*"))  # the earlier one went too, at its start
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
