@@ -88,9 +88,8 @@ def main() -> None:
                 for repeat in range(args.repeats):
                     first, completed = timed_prediction(server, receiver, audio_url, mode, f"{mode}-{repeat}")
                     ratios.append(first / completed)
-                    print(
-                        f"{mode:<8} {repeat + 1:>3} {first:>17.2f} s {completed:>8.2f} s {first / completed:>6.2f}"
-                    )
+                    row = f"{mode:<8} {repeat + 1:>3} {first:>17.2f} s {completed:>8.2f} s"
+                    print(f"{row} {first / completed:>6.2f}")
                 print(f"{mode:<8} median ratio {statistics.median(ratios):.2f}")
         finally:
             server.stop()
