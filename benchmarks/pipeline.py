@@ -435,7 +435,7 @@ def main() -> None:
     separator = Separator(weights_dir, device)
     synchronize(device)
     print(f"setup (Separator construction, page cache warm): {time.perf_counter() - start:.2f} s")
-    lazy_models = {name for mode in args.modes for name in separator.plan.modes[mode]}
+    lazy_models = {name for mode in args.modes for name in separator.plan.mode(mode).models}
     for name in sorted(lazy_models & set(separator.plan.models_loaded_at("lazy"))):
         start = time.perf_counter()
         separator.model(name)

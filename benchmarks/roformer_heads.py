@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from fixtures.tiny_roformer import MEGA53_CHECKPOINT, MEGA53_CONFIG, VIPERX_CONFIG, write_tiny_roformer
+from benchmarks.full_size_weights import DEFAULT_DIR, write_roformer_checkpoint
+from fixtures.tiny_roformer import MEGA53_CHECKPOINT, MEGA53_CONFIG, VIPERX_CONFIG
 from separation.roformer import BSRoformer, RoformerCheckpoint, load_config
 
-DEFAULT_DIR = Path("/tmp/bs-roformer-cog-mega53-random")
 GUITAR = 20  # the head the product needs most
 MIB = 2**20
 
@@ -62,7 +62,7 @@ def random_checkpoint(folder: Path) -> Path:
         print(f"kept    {path}")
         return path
     start = time.perf_counter()
-    write_tiny_roformer(folder, MEGA53_CHECKPOINT, load_config(MEGA53_CONFIG), dtype=torch.float16)
+    write_roformer_checkpoint(path, MEGA53_CONFIG, dtype=torch.float16)
     print(f"wrote   {path} ({time.perf_counter() - start:.0f} s)")
     return path
 
