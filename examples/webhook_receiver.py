@@ -19,7 +19,7 @@ Register the webhook when creating the prediction::
         version="<model version id>",
         input={"audio": "https://example.com/song.mp3"},
         webhook="https://fretwise.example.com/webhooks/replicate",
-        webhook_events_filter=["start", "completed"],
+        webhook_events_filter=["start", "output", "completed"],
     )
 
 What the receiver guarantees:
@@ -31,10 +31,15 @@ What the receiver guarantees:
   aborted). Webhooks can arrive out of order (a late ``processing`` after ``succeeded`` has been observed);
   they are acknowledged and ignored, and a terminal status is final.
 - The model's output is a list of file URLs named ``<stem>.<ext>`` in no reliable order; stems are stored by
-  name (see :func:`stems_by_name`).
-- When a prediction first reaches ``succeeded``, ``on_succeeded(prediction_id, stems)`` runs once, right after
-  the 200 has been sent. It is at-most-once (a crash between the database commit and the call loses it), and
-  Replicate deletes API outputs about an hour after the prediction, so fetch or queue the files promptly.
+  name (see :func:`stems_by_name`). The model hands each stem over as soon as it is written, so ``output``
+  events of a ``processing`` prediction already carry the first stems (the vocals and instrumental while
+  Demucs still runs); a stem, once stored, is kept.
+- ``on_stems(prediction_id, new_stems)`` runs once for the stems each webhook brings first, right after the
+  200 has been sent: an app can start on the instrumental (or the guitar) from the first ``output`` event
+  that carries it. ``on_succeeded(prediction_id, stems)`` runs once when a prediction first reaches
+  ``succeeded``, with all its stems. Both are at-most-once (a crash between the database commit and the call
+  loses it), and Replicate deletes API outputs about an hour after the prediction, so fetch or queue the
+  files promptly.
 """
 
 from __future__ import annotations
@@ -65,6 +70,7 @@ MAX_BODY_BYTES = 1024 * 1024
 DRAIN_LIMIT_BYTES = 8 * MAX_BODY_BYTES  # oversized bodies up to this size are read and dropped before the 413
 SIGNATURE_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 STATUS_RANK = {"starting": 0, "processing": 1, "succeeded": 2, "failed": 2, "canceled": 2, "aborted": 2}
+NON_TERMINAL = ("starting", "processing")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS predictions (
@@ -93,18 +99,27 @@ class Prediction:
     prediction_id: str
     status: str
     error: str | None = None
-    stems: dict[str, str] = field(default_factory=dict)  # stem name -> file URL; empty until succeeded
+    stems: dict[str, str] = field(default_factory=dict)  # stem name -> file URL, as output events bring them
 
 
 class Outcome(Enum):
     """What recording one webhook did to the store."""
 
-    APPLIED = "applied"  # the prediction moved forward (or was seen for the first time)
-    IGNORED = "ignored"  # same or earlier status than the stored one: acknowledged, nothing changed
+    APPLIED = "applied"  # the prediction moved forward, brought stems, or was seen for the first time
+    IGNORED = "ignored"  # nothing new (same or earlier status, no new stem): acknowledged, nothing changed
     DUPLICATE = "duplicate"  # this webhook-id was already recorded (a retried delivery)
 
 
-OnSucceeded = Callable[[str, dict[str, str]], None]
+OnSucceeded = Callable[[str, dict[str, str]], None]  # (prediction id, all its stems)
+OnStems = Callable[[str, dict[str, str]], None]  # (prediction id, the stems this webhook brought first)
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What recording one webhook did: the outcome, and the stems it stored for the first time."""
+
+    outcome: Outcome
+    new_stems: dict[str, str] = field(default_factory=dict)
 
 
 def stems_by_name(output: list[str]) -> dict[str, str]:
@@ -140,8 +155,8 @@ def stems_by_name(output: list[str]) -> dict[str, str]:
 def parse_prediction(payload: object) -> Prediction:
     """Reduce a webhook body (a Replicate prediction object, parsed JSON) to a :class:`Prediction`.
 
-    Stems are read from ``output`` only when the status is ``succeeded``. Raises PayloadError naming the bad
-    field.
+    Stems are read from ``output`` while the status is ``processing`` (the stems written so far; none yet
+    when it is missing) and when it is ``succeeded``. Raises PayloadError naming the bad field.
     """
     if not isinstance(payload, dict):
         raise PayloadError(
@@ -155,11 +170,11 @@ def parse_prediction(payload: object) -> Prediction:
         raise PayloadError(f"'status' must be one of {sorted(STATUS_RANK)}, got {status!r}")
     error = payload.get("error")
     stems: dict[str, str] = {}
-    if status == "succeeded":
+    if status == "succeeded" or (status == "processing" and payload.get("output") is not None):
         try:
             stems = stems_by_name(payload.get("output"))
         except ValueError as exc:
-            raise PayloadError(f"'output' of a succeeded prediction: {exc}") from exc
+            raise PayloadError(f"'output' of a {status} prediction: {exc}") from exc
     return Prediction(prediction_id, status, None if error is None else str(error), stems)
 
 
@@ -173,8 +188,9 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)
 
-    def record(self, webhook_id: str, update: Prediction) -> Outcome:
-        """Record one verified webhook atomically: dedupe on ``webhook_id``, move the status forward only."""
+    def record(self, webhook_id: str, update: Prediction) -> Recorded:
+        """Record one verified webhook atomically: dedupe on ``webhook_id``, move the status forward only,
+        add the stems not stored yet (a terminal status is final)."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -185,7 +201,7 @@ class Store:
             self._db.execute("COMMIT")
         return outcome
 
-    def _record_in_transaction(self, webhook_id: str, update: Prediction) -> Outcome:
+    def _record_in_transaction(self, webhook_id: str, update: Prediction) -> Recorded:
         """The body of :meth:`record`; runs inside an open transaction."""
         now = time.time()
         inserted = self._db.execute(
@@ -193,18 +209,27 @@ class Store:
             (webhook_id, update.prediction_id, now),
         )
         if inserted.rowcount == 0:
-            return Outcome.DUPLICATE
+            return Recorded(Outcome.DUPLICATE)
         row = self._db.execute(
-            "SELECT status FROM predictions WHERE id = ?", (update.prediction_id,)
+            "SELECT status, error, stems_json FROM predictions WHERE id = ?", (update.prediction_id,)
         ).fetchone()
-        if row is not None and STATUS_RANK[update.status] <= STATUS_RANK[row[0]]:
-            return Outcome.IGNORED
+        status, error, stems = update.status, update.error, {}
+        if row is not None:
+            stored_status, stored_error, stems_json = row
+            stems = json.loads(stems_json)
+            if STATUS_RANK[update.status] <= STATUS_RANK[stored_status]:  # late or repeated: keep the status
+                status, error = stored_status, stored_error
+                if stored_status not in NON_TERMINAL:  # terminal is final, stems included
+                    return Recorded(Outcome.IGNORED)
+        new_stems = {name: url for name, url in update.stems.items() if name not in stems}
+        if row is not None and status == row[0] and not new_stems:
+            return Recorded(Outcome.IGNORED)
         self._db.execute(
             "INSERT OR REPLACE INTO predictions (id, status, error, stems_json, updated_at)"
             " VALUES (?, ?, ?, ?, ?)",
-            (update.prediction_id, update.status, update.error, json.dumps(update.stems), now),
+            (update.prediction_id, status, error, json.dumps({**stems, **new_stems}, sort_keys=True), now),
         )
-        return Outcome.APPLIED
+        return Recorded(Outcome.APPLIED, new_stems)
 
     def get(self, prediction_id: str) -> Prediction | None:
         """The stored state of one prediction, or None if no webhook for it was recorded."""
@@ -221,6 +246,12 @@ class Store:
         """Close the database connection."""
         with self._lock:
             self._db.close()
+
+
+def log_new_stems(prediction_id: str, new_stems: dict[str, str]) -> None:
+    """Default ``on_stems`` hook: log the stems as they arrive. Replace it to start work on a stem early,
+    e.g. FretWise's transcription of ``new_stems["instrumental"]`` or ``new_stems["guitar"]``."""
+    log.info("prediction %s: new stems %s", prediction_id, ", ".join(sorted(new_stems)))
 
 
 def log_instrumental(prediction_id: str, stems: dict[str, str]) -> None:
@@ -267,25 +298,29 @@ class WebhookServer(ThreadingHTTPServer):
         store: Store,
         on_succeeded: OnSucceeded = log_instrumental,
         webhook_path: str = DEFAULT_PATH,
+        on_stems: OnStems = log_new_stems,
     ):
         self.webhook = webhook
         self.store = store
         self.on_succeeded = on_succeeded
+        self.on_stems = on_stems
         self.webhook_path = webhook_path
         super().__init__(address, WebhookHandler)
 
 
 class WebhookHandler(BaseHTTPRequestHandler):
-    """One request: verify, parse, record, reply, then ``on_succeeded`` if the prediction just succeeded."""
+    """One request: verify, parse, record, reply, then ``on_stems`` for stems it brought first and
+    ``on_succeeded`` if the prediction just succeeded."""
 
     server: WebhookServer
     timeout = 10  # seconds a client may stall on its socket before the connection is dropped
 
     def do_POST(self) -> None:
-        """Answer a webhook delivery (200 once recorded), then hand a newly succeeded prediction on."""
-        succeeded, headers = None, {}
+        """Answer a webhook delivery (200 once recorded), then hand new stems and a newly succeeded
+        prediction on."""
+        succeeded, new_stems, headers = None, None, {}
         try:
-            status, body, succeeded = self._receive()
+            status, body, succeeded, new_stems = self._receive()
         except Rejected as exc:
             status, body, headers = exc.status, {"error": str(exc)}, exc.headers
         except Exception:
@@ -295,6 +330,11 @@ class WebhookHandler(BaseHTTPRequestHandler):
             self._send(status, body, headers)
         except OSError as exc:
             log.warning("could not send the %d reply: %s", status, exc)
+        if new_stems:
+            try:
+                self.server.on_stems(*new_stems)
+            except Exception:
+                log.exception("on_stems failed for prediction %s", new_stems[0])
         if succeeded is not None:
             try:
                 self.server.on_succeeded(succeeded.prediction_id, succeeded.stems)
@@ -310,8 +350,11 @@ class WebhookHandler(BaseHTTPRequestHandler):
 
     do_PUT = do_PATCH = do_DELETE = do_GET
 
-    def _receive(self) -> tuple[HTTPStatus, dict[str, str], Prediction | None]:
-        """Process a POST into (status, reply body, the prediction if it just succeeded). Raises Rejected."""
+    def _receive(
+        self,
+    ) -> tuple[HTTPStatus, dict[str, str], Prediction | None, tuple[str, dict[str, str]] | None]:
+        """Process a POST into (status, reply body, the prediction if it just succeeded, (its id, the stems
+        it brought first) if any). Raises Rejected."""
         body = self._read_body()  # read even on a wrong path: closing on an unread body resets the connection
         if urlsplit(self.path).path != self.server.webhook_path:
             raise Rejected(HTTPStatus.NOT_FOUND, "not found")
@@ -337,10 +380,15 @@ class WebhookHandler(BaseHTTPRequestHandler):
         except PayloadError as exc:
             raise Rejected(HTTPStatus.BAD_REQUEST, str(exc)) from exc
         webhook_id = self.headers["webhook-id"]
-        outcome = self.server.store.record(webhook_id, update)
+        recorded = self.server.store.record(webhook_id, update)
+        outcome = recorded.outcome
         log.info("webhook %s: %s %s -> %s", webhook_id, update.prediction_id, update.status, outcome.value)
-        succeeded = update if outcome is Outcome.APPLIED and update.status == "succeeded" else None
-        return HTTPStatus.OK, {"prediction": update.prediction_id, "outcome": outcome.value}, succeeded
+        succeeded = None
+        if outcome is Outcome.APPLIED and update.status == "succeeded":
+            succeeded = self.server.store.get(update.prediction_id)  # every stem, early ones included
+        new_stems = (update.prediction_id, recorded.new_stems) if recorded.new_stems else None
+        reply = {"prediction": update.prediction_id, "outcome": outcome.value}
+        return HTTPStatus.OK, reply, succeeded, new_stems
 
     def _read_body(self) -> bytes:
         """Read a body of at most MAX_BODY_BYTES, sized by Content-Length. Raises Rejected (400/411/413)."""

@@ -71,13 +71,19 @@ def signed_headers(
 
 
 class Harness:
-    """A receiver serving on 127.0.0.1 (free port) in a thread; records on_succeeded calls in ``calls``."""
+    """A receiver serving on 127.0.0.1 (free port) in a thread; records on_succeeded calls in ``calls`` and
+    on_stems calls in ``stem_calls``."""
 
     def __init__(self, db_path: Path, on_succeeded=None):
         self.calls: list[tuple[str, dict[str, str]]] = []
+        self.stem_calls: list[tuple[str, dict[str, str]]] = []
         self.store = receiver.Store(db_path)
         self.server = receiver.WebhookServer(
-            ("127.0.0.1", 0), receiver.load_webhook(SECRET), self.store, on_succeeded or self._record_call
+            ("127.0.0.1", 0),
+            receiver.load_webhook(SECRET),
+            self.store,
+            on_succeeded or self._record_call,
+            on_stems=lambda prediction_id, stems: self.stem_calls.append((prediction_id, stems)),
         )
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
@@ -142,6 +148,42 @@ def test_completed_with_shuffled_list_output_stores_stems_by_name(harness):
     assert (status, reply["outcome"]) == (200, "applied")
     assert harness.store.get("p1") == receiver.Prediction("p1", "succeeded", None, all_stem_urls())
     assert harness.calls == [("p1", all_stem_urls())]
+
+
+def test_output_events_bring_the_first_stems_before_completed(harness):
+    """The model hands stems over as they are written: output events of a processing prediction carry them,
+    on_stems gets each stem once, when it first arrives, and on_succeeded gets all of them."""
+    base = "https://replicate.delivery/pbxt/abc"
+    harness.deliver(prediction_body("p3", "processing"), "msg_start")
+    harness.deliver(prediction_body("p3", "processing", output=[f"{base}/vocals.wav"]), "msg_out1")
+    two = [f"{base}/instrumental.wav", f"{base}/vocals.wav"]
+    status, reply = harness.deliver(prediction_body("p3", "processing", output=two), "msg_out2")
+    assert (status, reply["outcome"]) == (200, "applied")
+    assert harness.store.get("p3").stems == {"instrumental": two[0], "vocals": two[1]}
+    _, reply = harness.deliver(prediction_body("p3", "processing", output=two), "msg_out3")  # nothing new
+    assert reply["outcome"] == "ignored"
+    everything = [*two, f"{base}/drums.wav", f"{base}/bass.wav", f"{base}/other.wav"]
+    harness.deliver(prediction_body("p3", "succeeded", output=everything), "msg_done")
+    harness.stop()
+    assert harness.stem_calls == [
+        ("p3", {"vocals": f"{base}/vocals.wav"}),
+        ("p3", {"instrumental": f"{base}/instrumental.wav"}),
+        ("p3", {"bass": f"{base}/bass.wav", "drums": f"{base}/drums.wav", "other": f"{base}/other.wav"}),
+    ]
+    [(prediction_id, stems)] = harness.calls
+    assert prediction_id == "p3" and sorted(stems) == ["bass", "drums", "instrumental", "other", "vocals"]
+
+
+def test_stems_delivered_before_a_failure_are_kept(harness):
+    base = "https://replicate.delivery/pbxt/abc"
+    harness.deliver(prediction_body("p4", "processing", output=[f"{base}/guitar.wav"]), "msg_out")
+    harness.deliver(prediction_body("p4", "failed", error="model failed"), "msg_failed")
+    late = prediction_body("p4", "processing", output=[f"{base}/guitar.wav", f"{base}/vocals.wav"])
+    _, reply = harness.deliver(late, "msg_late")  # after the terminal status: ignored, stems included
+    assert reply["outcome"] == "ignored"
+    assert harness.store.get("p4") == receiver.Prediction(
+        "p4", "failed", "model failed", {"guitar": f"{base}/guitar.wav"}
+    )
 
 
 def test_retried_delivery_is_deduplicated(harness):
@@ -238,7 +280,7 @@ def test_store_records_atomically_under_thread_contention(tmp_path):
         try:
             for index in range(60):
                 update = receiver.Prediction(f"p{index % 20}", statuses[index // 20])
-                outcomes.append(store.record(f"msg_{index}", update))
+                outcomes.append(store.record(f"msg_{index}", update).outcome)
         except BaseException as exc:  # collected, so the assertion below names it
             errors.append(exc)
 
@@ -258,11 +300,11 @@ def test_store_persists_across_restarts(tmp_path):
     db_path = tmp_path / "predictions.sqlite3"
     update = receiver.Prediction("p1", "succeeded", None, {"vocals": stem_url("vocals")})
     first = receiver.Store(db_path)
-    assert first.record("msg_1", update) is receiver.Outcome.APPLIED
+    assert first.record("msg_1", update).outcome is receiver.Outcome.APPLIED
     first.close()
     reopened = receiver.Store(db_path)
     assert reopened.get("p1") == update
-    assert reopened.record("msg_1", update) is receiver.Outcome.DUPLICATE
+    assert reopened.record("msg_1", update).outcome is receiver.Outcome.DUPLICATE
     reopened.close()
 
 
