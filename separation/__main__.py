@@ -93,6 +93,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def settings_from_args(args: argparse.Namespace) -> SeparationSettings:
+    """The request the command line describes; SettingsError for an impossible one."""
+    return SeparationSettings(
+        stems=args.stems,
+        extra_stems=parse_stem_list(args.extra_stems),
+        chunk_seconds=args.chunk_size,
+        overlap_seconds=args.overlap,
+        batch_size=args.batch_size,
+        precision=args.precision,
+        max_duration_seconds=args.max_minutes * 60,
+        output=OutputSettings(
+            format=args.format,
+            sample_rate=args.sample_rate,
+            wav_bit_depth=args.wav_bit_depth,
+            mp3_bitrate=args.mp3_bitrate,
+        ),
+    )
+
+
 def report_table(stems: list[WrittenStem]) -> str:
     """The stems' figures as an aligned text table, one row per stem."""
     rows = [("stem", "peak dBFS", "LUFS", "audible", "present")]
@@ -124,23 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     weights_dir = args.weights or default_weights_dir()
     try:
-        extra_stems = parse_stem_list(args.extra_stems)
-        StemPlan.for_weights(weights_dir).resolve(args.stems, extra_stems)  # fails before models load
-        settings = SeparationSettings(
-            stems=args.stems,
-            extra_stems=extra_stems,
-            chunk_seconds=args.chunk_size,
-            overlap_seconds=args.overlap,
-            batch_size=args.batch_size,
-            precision=args.precision,
-            max_duration_seconds=args.max_minutes * 60,
-            output=OutputSettings(
-                format=args.format,
-                sample_rate=args.sample_rate,
-                wav_bit_depth=args.wav_bit_depth,
-                mp3_bitrate=args.mp3_bitrate,
-            ),
-        )
+        settings = settings_from_args(args)
+        StemPlan.for_weights(weights_dir).resolve(settings.stems, settings.extra_stems)  # before models load
         separator = Separator(weights_dir, args.device)
     except SeparationError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from separation.__main__ import parse_args
+from separation.__main__ import parse_args, settings_from_args
 from separation.plan import CONFIG_DIR, PLAN_FILE_NAME, StemPlan
 from separation.settings import (
     MP3_BITRATES,
@@ -19,7 +19,6 @@ from separation.settings import (
     WAV_BIT_DEPTHS,
     OutputSettings,
     SeparationSettings,
-    parse_stem_list,
 )
 
 GENERATOR_PATH = Path(__file__).resolve().parents[1] / "scripts" / "generate_openapi_schema.py"
@@ -107,23 +106,8 @@ def test_defaults_are_the_package_defaults(predictor):
 
 
 def test_cli_defaults_and_choices_are_the_package_ones():
-    args = parse_args(["song.wav"])
     settings, output = SeparationSettings(), OutputSettings()
-    cli_settings = SeparationSettings(
-        stems=args.stems,
-        extra_stems=parse_stem_list(args.extra_stems),
-        chunk_seconds=args.chunk_size,
-        overlap_seconds=args.overlap,
-        batch_size=args.batch_size,
-        precision=args.precision,
-        max_duration_seconds=args.max_minutes * 60,
-        output=OutputSettings(
-            format=args.format,
-            sample_rate=args.sample_rate,
-            wav_bit_depth=args.wav_bit_depth,
-            mp3_bitrate=args.mp3_bitrate,
-        ),
-    )
+    cli_settings = settings_from_args(parse_args(["song.wav"]))
     assert cli_settings == settings and cli_settings.output == output
     with pytest.raises(SystemExit):
         parse_args(["song.wav", "--precision", "int8"])
