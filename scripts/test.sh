@@ -3,13 +3,9 @@
 #   bash scripts/test.sh [pytest args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/common.sh
 
-if ! command -v ffmpeg >/dev/null 2>&1; then
-    sudo_cmd=""
-    [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-    $sudo_cmd apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq ffmpeg >/dev/null
-fi
+ensure_ffmpeg
 
 venv="${VENV:-.venv}"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
@@ -20,13 +16,4 @@ venv="${VENV:-.venv}"
 "$venv/bin/ruff" check .
 "$venv/bin/ruff" format --check .
 
-# the Cog runtime starts its worker as the `python` on PATH: the venv must come first
-export PATH="$PWD/$venv/bin:$PATH"
-set +e
-python -m pytest "$@"
-status=$?
-set -e
-if [ "$status" -eq 5 ]; then
-    echo "pytest collected no tests" >&2
-fi
-exit "$status"
+run_pytest "$PWD/$venv" "$@"

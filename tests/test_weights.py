@@ -462,7 +462,8 @@ def test_load_manifest_rejects_duplicate_targets(tmp_path):
 def test_real_manifest_is_consistent():
     files = load_manifest()
 
-    assert {file.model for file in files} == {"bs_roformer_vocals", "htdemucs_ft", "htdemucs_6s"}
+    models = {"bs_roformer_vocals", "htdemucs_ft", "htdemucs_6s", "bs_roformer_mega53"}
+    assert {file.model for file in files} == models
     for file in files:
         assert file.size > 0 and re.fullmatch(r"[0-9a-f]{64}", file.sha256)
         for url in file.urls:
