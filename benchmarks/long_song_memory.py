@@ -108,8 +108,8 @@ def main() -> None:
             measure_mode(separator, song, mode, seconds, scratch / "out")
         print_gpu_bound(
             SeparationSettings(),
-            separator.model("bs_roformer_vocals").batch_size,
-            separator.model("htdemucs_ft").batch_size,
+            separator.model("bs_roformer_vocals").inference["batch_size"],
+            separator.model("htdemucs_ft").spec.batch_size,
         )
 
 
