@@ -45,7 +45,7 @@ from separation.chunking import separate_chunked
 from separation.pipeline import Separator
 from separation.plan import PLAN_FILE_NAME, RoformerSpec
 from separation.progress import Reporter
-from separation.roformer import load_config
+from separation.roformer_checkpoint import load_config
 from separation.samplerate import SAMPLE_RATE
 from separation.settings import OutputSettings, SeparationSettings
 

@@ -24,7 +24,8 @@ from benchmarks.pipeline import GIB, snr_db
 from benchmarks.reference_demix import reference_bs_roformer, use_msst_attention_kernels
 from fixtures.songs import song_block
 from separation.chunking import autocast_context
-from separation.roformer import BSRoformer, load_config
+from separation.roformer import BSRoformer
+from separation.roformer_checkpoint import load_config
 
 VIPERX_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "config_bs_roformer_vocals.yaml"
 

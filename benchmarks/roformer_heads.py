@@ -21,7 +21,8 @@ import torch
 
 from benchmarks.full_size_weights import DEFAULT_DIR, write_roformer_checkpoint
 from fixtures.tiny_roformer import MEGA53_CHECKPOINT, MEGA53_CONFIG, VIPERX_CONFIG
-from separation.roformer import BSRoformer, RoformerCheckpoint, load_config
+from separation.roformer import BSRoformer
+from separation.roformer_checkpoint import RoformerCheckpoint, load_config
 
 GUITAR = 20  # the head the product needs most
 MIB = 2**20

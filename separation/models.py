@@ -16,7 +16,7 @@ import torch
 from .chunking import separate_chunked
 from .demucs_apply import DemucsSeparator
 from .plan import DemucsSpec, ModelSpec, RoformerSpec
-from .roformer import RoformerCheckpoint, load_config
+from .roformer_checkpoint import RoformerCheckpoint, load_config
 from .settings import SeparationSettings
 from .weights import non_finite_output_error
 

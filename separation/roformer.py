@@ -6,8 +6,8 @@ Music-Source-Separation-Training code (e.g. viperx `model_bs_roformer_ep_317_sdr
 pass computes what that code computed when the published SDRs were measured (iSTFT trimmed to the
 input length; the zero-DC step of MSST 0.1.0 where the config sets `zero_dc`).
 
-A multi-stem checkpoint is loaded by `RoformerCheckpoint`: the trunk at once, each mask estimator
-("head") when a request first needs it; `forward(audio, heads)` computes only the heads it is given.
+`forward(audio, heads)` computes only the mask estimators ("heads") it is given; loading a checkpoint
+(the trunk, then each head on first use) is `roformer_checkpoint.py`'s.
 
 Einops letters: b batch, s audio channel, f frequency bin, t STFT frame, c real/imag,
 k band, n stem, h head, d feature.
@@ -15,19 +15,13 @@ k band, n stem, h head, d feature.
 
 from __future__ import annotations
 
-import re
-import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from itertools import pairwise
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import yaml
 from einops import pack, rearrange, unpack
 from torch import nn
-
-from .errors import WeightsError
 
 # Config keys that only shape training (losses, regularisation, kernel choice): accepted so a
 # config's `model` section can be passed as is, and ignored at inference.
@@ -363,123 +357,3 @@ class BSRoformer(nn.Module):
         out = torch.istft(flat, **stft_kwargs, length=samples)  # [(b n s), t]
         (out,) = unpack(out, packed_shape, "* t")
         return out  # [b, n, s, t]
-
-
-def load_config(path: str | Path) -> dict:
-    """Read a model config (yaml.safe_load: tuples are written as lists)."""
-    with open(path) as f:
-        return yaml.safe_load(f)
-
-
-def read_state_dict(checkpoint_path: str | Path) -> dict[str, torch.Tensor]:
-    """Memory-map a checkpoint's tensors (CPU, no copy) and unwrap a training wrapper if present."""
-    path = Path(checkpoint_path)
-    if not path.is_file():
-        raise WeightsError(f"checkpoint file missing: {path}")
-    if not zipfile.is_zipfile(path):
-        raise WeightsError(f"{path} is not a PyTorch checkpoint, or it is truncated (no zip directory found)")
-    try:
-        state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-    except Exception as error:  # torch raises several types for damaged archives and pickles
-        raise WeightsError(f"{path} cannot be read as a PyTorch checkpoint: {error}") from error
-    for wrapper in ("state_dict", "state", "model_state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-            break
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise WeightsError(f"{path} does not hold a state_dict of tensors")
-    return state
-
-
-def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
-    """Raise WeightsError listing missing keys, unexpected keys and shape mismatches."""
-    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
-    missing = sorted(expected.keys() - state.keys())
-    unexpected = sorted(state.keys() - expected.keys())
-    mismatched = sorted(
-        f"{key}: checkpoint {tuple(state[key].shape)}, model {expected[key]}"
-        for key in expected.keys() & state.keys()
-        if tuple(state[key].shape) != expected[key]
-    )
-    if missing or unexpected or mismatched:
-        lines = [f"{source} does not match the model config:"]
-        for title, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mismatched)):
-            if items:
-                shown = ", ".join(items[:20]) + (f", ... ({len(items) - 20} more)" if len(items) > 20 else "")
-                lines.append(f"  {len(items)} {title} keys: {shown}")
-        raise WeightsError("\n".join(lines))
-
-
-def split_heads(
-    state: dict[str, torch.Tensor],
-) -> tuple[dict[str, torch.Tensor], dict[int, dict[str, torch.Tensor]]]:
-    """Split a state_dict into the trunk's entries and each mask estimator's: (trunk, {head: entries})."""
-    trunk: dict[str, torch.Tensor] = {}
-    heads: dict[int, dict[str, torch.Tensor]] = {}
-    for key, tensor in state.items():
-        match = re.match(r"mask_estimators\.(\d+)\.", key)
-        (heads.setdefault(int(match[1]), {}) if match else trunk)[key] = tensor
-    return trunk, heads
-
-
-class RoformerCheckpoint:
-    """A BS-RoFormer filled from a memory-mapped checkpoint: the trunk at once, heads on first use.
-
-    The model is built on the meta device and the checkpoint's full key listing is checked against
-    it strictly, the heads not loaded included. Then the trunk and the requested mask estimators
-    ("heads"; None: all) are copied to `device` as float32, which is exact for the float16 and
-    float32 checkpoints. The other heads stay on `meta`, and their tensors stay unread in the
-    file mapping until `ensure_heads` asks for them. The trunk includes the rotary `freqs`: they
-    come from the checkpoint (float16-rounded in Mega-53), never recomputed.
-    """
-
-    def __init__(
-        self,
-        config_path: str | Path,
-        checkpoint_path: str | Path,
-        device: str | torch.device = "cpu",
-        heads: Iterable[int] | None = None,
-    ):
-        with torch.device("meta"):
-            self.model = BSRoformer(**load_config(config_path)["model"]).eval()
-        state = read_state_dict(checkpoint_path)
-        check_state_dict(self.model, state, checkpoint_path)
-        self.device = torch.device(device)
-        trunk, self._unloaded = split_heads(state)  # _unloaded: head -> its memory-mapped tensors
-        self._assign(trunk)
-        self.ensure_heads(range(self.model.num_stems) if heads is None else heads)
-
-    @property
-    def loaded_heads(self) -> list[int]:
-        """Indices of the mask estimators on the device."""
-        return [head for head in range(self.model.num_stems) if head not in self._unloaded]
-
-    def ensure_heads(self, heads: Iterable[int]) -> None:
-        """Copy these mask estimators to the device, unless they are there already."""
-        for head in heads:
-            if not 0 <= head < self.model.num_stems:
-                raise IndexError(f"head {head} out of range: the model has {self.model.num_stems}")
-            self._assign(self._unloaded.pop(head, {}))
-
-    def _assign(self, tensors: dict[str, torch.Tensor]) -> None:
-        """Make checkpoint tensors the model's parameters, as float32 on the device (no copy where they are).
-
-        Set one by one: load_state_dict would walk every module, the meta heads' too, on each call.
-        """
-        for key, tensor in tensors.items():
-            module_name, _, name = key.rpartition(".")
-            module = self.model.get_submodule(module_name)
-            requires_grad = getattr(module, name).requires_grad
-            setattr(module, name, nn.Parameter(tensor.to(self.device, torch.float32), requires_grad))
-
-
-def load_bs_roformer(
-    config_path: str | Path, checkpoint_path: str | Path, device: str | torch.device = "cpu"
-) -> BSRoformer:
-    """Build the model from a config on the meta device and load a checkpoint strictly onto `device`.
-
-    All heads are loaded. The checkpoint is memory-mapped and its tensors are assigned to the model
-    as they are (float32 on the CPU) or copied once to the target device and dtype, so loading
-    costs no second host copy.
-    """
-    return RoformerCheckpoint(config_path, checkpoint_path, device).model

@@ -27,7 +27,7 @@ from separation.manifest import MANIFEST_PATH, load_manifest
 from separation.pipeline import Separator
 from separation.plan import StemPlan
 from separation.progress import LogReporter, Reporter
-from separation.roformer import RoformerCheckpoint
+from separation.roformer_checkpoint import RoformerCheckpoint
 from separation.serving import SeparationService
 from separation.settings import OutputSettings, SeparationSettings
 from separation.stem_report import StemReport, measure_mix

@@ -14,7 +14,8 @@ from einops import rearrange
 from fixtures.tiny_roformer import VIPERX_CONFIG, randomize, tiny_config, write_tiny_roformer
 from separation import roformer
 from separation.errors import WeightsError
-from separation.roformer import BSRoformer, RotaryEmbedding, Transformer, load_bs_roformer, load_config
+from separation.roformer import BSRoformer, RotaryEmbedding, Transformer
+from separation.roformer_checkpoint import load_bs_roformer, load_config
 
 DATA = Path(__file__).parent / "data"
 

@@ -16,14 +16,8 @@ import yaml
 
 from fixtures.tiny_roformer import MEGA53_CONFIG, VIPERX_CONFIG, randomize, tiny_config, write_tiny_mega53
 from separation.errors import WeightsError
-from separation.roformer import (
-    BSRoformer,
-    RoformerCheckpoint,
-    RotaryEmbedding,
-    load_bs_roformer,
-    load_config,
-    split_heads,
-)
+from separation.roformer import BSRoformer, RotaryEmbedding
+from separation.roformer_checkpoint import RoformerCheckpoint, load_bs_roformer, load_config, split_heads
 
 DATA = Path(__file__).parent / "data"
 MEGA53_YAML = DATA / "mvsep_mega_model_bs_roformer_53_stems.yaml"  # MSST's file, byte for byte
