@@ -17,7 +17,14 @@ a data URL and gets the stems back as data URLs instead.
 Environment: the server gets cog.yaml's `environment:` list (what the container's image sets; its
 SEPARATION_WEIGHTS_DIR is replaced by the tiny weights) plus every `--env KEY=VALUE`. `--compare` also runs
 each configuration "bare" (neither cog.yaml's list nor --env), so one run shows a setting's effect.
-`--no-cog-env` leaves cog.yaml's list out.
+`--no-cog-env` leaves cog.yaml's list out. Variants are named after what they get: `cog.yaml`,
+`cog.yaml+env`, `env` (--no-cog-env with --env) or `bare`. What the code does itself (the malloc_trim after
+each prediction in separation/serving.py) is in every variant.
+
+Time: `--max-minutes` bounds the whole run and is shared evenly by the configurations still to run; one that
+runs out stops early and says so. On 2 shared CPU cores a prediction takes about 1.5-2 s (vocals_instrumental)
+and 6-10 s (all_4), so 110 predictions of all four configurations need about 45 minutes: run all_4 with fewer
+(`--modes all_4 --predictions 30`); the steady-growth limit is scaled to the predictions run.
 
 At predictions 1, 10 and the last it prints where the worker's memory is (from /proc/<pid>/smaps): the
 main heap ([heap]), glibc's per-thread malloc arenas (anonymous 64 MiB-aligned heaps of 64 MiB), other

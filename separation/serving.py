@@ -76,6 +76,8 @@ class SeparationService:
             if not any(out_dir.iterdir()):
                 self._remove_last_outputs()
             raise
+        finally:
+            release_free_memory()  # what this prediction freed, back to the system: RSS does not creep up
 
     def _remove_last_outputs(self) -> None:
         """Remove the previous prediction's output folder."""

@@ -16,6 +16,7 @@ import soundfile as sf
 import torch
 
 import separation.models as models_module
+import separation.serving as serving_module
 from fixtures.processes import ffmpeg_children
 from fixtures.songs import write_song
 from separation.chunking import separate_chunked
@@ -247,6 +248,19 @@ def test_service_reads_only_what_the_runtime_downloaded(tiny_weights_dir, downlo
     service = SeparationService(tiny_weights_dir, "cpu")
     with pytest.raises(AudioError, match="must be an upload or a URL"):
         list(service.predict(path, **SERVICE_OPTIONS))
+
+
+def test_every_prediction_gives_freed_memory_back(tiny_weights_dir, downloaded, monkeypatch):
+    """After a prediction, succeeded or failed, the service returns what malloc holds free to the system."""
+    trims = []
+    monkeypatch.setattr(serving_module, "release_free_memory", lambda: trims.append(True))
+    service = SeparationService(tiny_weights_dir, "cpu")
+    list(service.predict(downloaded, **SERVICE_OPTIONS))
+    assert trims == [True]
+    downloaded.write_bytes(b"not audio")
+    with pytest.raises(AudioError):
+        list(service.predict(downloaded, **SERVICE_OPTIONS))
+    assert trims == [True, True]
 
 
 def test_a_failed_prediction_with_nothing_handed_over_leaves_no_folder(tiny_weights_dir, downloaded):
