@@ -26,7 +26,7 @@ from .errors import SeparationError, SettingsError
 from .ffmpeg import FFMPEG_QUIET, missing_tool_error, short_reason
 from .samplerate import SAMPLE_RATE, resample
 from .settings import OutputSettings
-from .stem_report import StemMeter
+from .stem_report import StemMeter, sample_peak
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class StemStream:
     def write(self, block) -> None:
         """Encode the stem's next float32 [2, n] block; ValueError for a bad shape or non-finite samples."""
         audio = _checked_stem(block, self.stem_name)
-        self._peak = max(self._peak, _peak(audio))
+        self._peak = max(self._peak, sample_peak(audio))
         self._encoder.write(audio, 1.0)
         self._frames_written += audio.shape[1]
         if self.meter is not None:
@@ -176,15 +176,10 @@ def _full_scale(settings: OutputSettings) -> float | None:
     return 1.0 if settings.format == "mp3" else None
 
 
-def _peak(audio: np.ndarray) -> float:
-    """max |sample| of float32 [2, samples], without an |audio| copy."""
-    return max(float(audio.max(initial=0.0)), -float(audio.min(initial=0.0)))
-
-
 def _peak_gain(audio: np.ndarray, full_scale: float, stem_name: str) -> float:
     """1, or the gain that brings the peak of float32 [2, samples] to RESCALE_PEAK_DBFS where it exceeds
     +-full_scale (logged)."""
-    peak = _peak(audio)
+    peak = sample_peak(audio)
     if peak <= full_scale:
         return 1.0
     gain = 10 ** (RESCALE_PEAK_DBFS / 20) / peak

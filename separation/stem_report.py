@@ -170,6 +170,11 @@ class StemReport:
         }
 
 
+def sample_peak(audio: np.ndarray) -> float:
+    """max |sample| of float [channels, samples] (0 for no samples), without an |audio| copy."""
+    return max(float(audio.max(initial=0.0)), -float(audio.min(initial=0.0)))
+
+
 class StemMeter:
     """A stem's loudness meter and sample peak, fed block by block as the stem is written."""
 
@@ -181,8 +186,7 @@ class StemMeter:
     def add(self, block: np.ndarray) -> None:
         """Add the next samples of the stem, float [2, n], as they go to the encoder."""
         self.loudness.add(block)
-        if block.size:
-            self._peak = max(self._peak, float(block.max()), -float(block.min()))
+        self._peak = max(self._peak, sample_peak(block))
 
     def report(self, mix_lufs: float | None, gain: float | None = None) -> StemReport:
         """The figures of the stem scaled by `gain` (default: the encoder's `self.gain`), active windows
