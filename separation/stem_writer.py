@@ -164,10 +164,11 @@ class StemWriter:
         self._delivered.update(ready)
         return written
 
-    def finish(self) -> dict[str, WrittenStem]:
-        """Wait for every file; {stem: written stem}. Raises the first failed write (the `with` block cleans
-        up)."""
-        return {stem: file.done.result() for stem, file in self._files.items()}
+    def finish(self) -> None:
+        """Wait for every file; raises the first failed write (the `with` block cleans up). `deliver` then
+        hands out what was not handed out before."""
+        for file in self._files.values():
+            file.done.result()
 
     def abort(self) -> None:
         """Stop every writer thread and encoder and remove every file of this request not yet delivered."""
