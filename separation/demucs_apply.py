@@ -38,9 +38,8 @@ from demucs.apply import BagOfModels
 from demucs.utils import center_trim
 
 from .demucs_bag import load_bag
-from .errors import AudioError, SettingsError, WeightsError
+from .errors import AudioError, SettingsError, WeightsError, non_finite_output_error
 from .settings import check_batch_size
-from .weights import non_finite_output_error
 
 SHIFT_RANGE_SECONDS = 0.5  # apply_model shifts the track by a random offset in [0, 0.5 s] per shift
 NORMALISATION_EPSILON = 1e-8  # added to the standard deviation, as in demucs.api

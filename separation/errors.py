@@ -2,8 +2,14 @@
 
 Every failure a user can cause (a bad upload, an impossible setting) or an operator can
 cause (missing or corrupt weights) raises a subclass of `SeparationError`. The message
-alone must say what is wrong and, where there is one, what to do about it.
+alone must say what is wrong and, where there is one, what to do about it. Messages that several modules
+raise are made here, once.
 """
+
+from collections.abc import Sequence
+
+FETCH_COMMAND = "python -m separation.weights fetch"
+VERIFY_COMMAND = "python -m separation.weights verify"
 
 
 class SeparationError(Exception):
@@ -20,3 +26,16 @@ class WeightsError(SeparationError):
 
 class SettingsError(SeparationError):
     """A combination of separation settings that cannot work (e.g. overlap >= chunk)."""
+
+
+def weights_error(problems: Sequence[str]) -> WeightsError:
+    """One WeightsError for every problem found, in one line, ending with the fetch command once."""
+    return WeightsError("; ".join(problems) + f". Fetch the weights with `{FETCH_COMMAND}`.")
+
+
+def non_finite_output_error(model: str) -> WeightsError:
+    """What a model that produced NaN or infinite samples tells: damaged weights, and how to check them."""
+    return WeightsError(
+        f"model {model} produced NaN or infinite samples; its weights may be damaged: check them with "
+        f"`{VERIFY_COMMAND}`"
+    )

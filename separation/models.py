@@ -15,10 +15,10 @@ import torch
 
 from .chunking import separate_chunked
 from .demucs_apply import DemucsSeparator
+from .errors import non_finite_output_error
 from .plan import DemucsSpec, ModelSpec, RoformerSpec
 from .roformer_checkpoint import RoformerCheckpoint, load_config
 from .settings import SeparationSettings
-from .weights import non_finite_output_error
 
 ProgressCallback = Callable[[int, int], None]  # (work done, work in total)
 FinalStems = Callable[[int, dict[str, torch.Tensor]], None]  # (first sample, {stem: final [2, n] span})

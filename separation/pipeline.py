@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from .decode import decode_audio
+from .errors import weights_error
 from .manifest import WeightFile, default_weights_dir, load_manifest, manifest_for, select_models, verify
 from .models import MODEL_CLASSES, Model
 from .plan import StemPlan
@@ -18,7 +19,6 @@ from .progress import Reporter
 from .samplerate import SAMPLE_RATE
 from .settings import SeparationSettings
 from .stem_writer import StemWriter, WrittenStem
-from .weights import weights_error
 
 
 def default_device() -> torch.device:

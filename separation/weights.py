@@ -1,4 +1,4 @@
-"""The weights command line, the one message for bad weights, and the cog.yaml build lines.
+"""The weights command line and the cog.yaml build lines.
 
     python -m separation.weights fetch [--dir DIR] [--only MODEL ...]   # download / copy + check
     python -m separation.weights verify [--dir DIR] [--quick]           # report missing or bad files
@@ -28,22 +28,7 @@ from .manifest import (
     verify,
 )
 
-FETCH_COMMAND = "python -m separation.weights fetch"
-VERIFY_COMMAND = "python -m separation.weights verify"
 _CURL_OPTIONS = "--fail --location --silent --show-error --retry 5 --retry-delay 3 --retry-all-errors"
-
-
-def weights_error(problems: Sequence[str]) -> WeightsError:
-    """One WeightsError for every problem found, in one line, ending with the fetch command once."""
-    return WeightsError("; ".join(problems) + f". Fetch the weights with `{FETCH_COMMAND}`.")
-
-
-def non_finite_output_error(model: str) -> WeightsError:
-    """What a model that produced NaN or infinite samples tells: damaged weights, and how to check them."""
-    return WeightsError(
-        f"model {model} produced NaN or infinite samples; its weights may be damaged: check them with "
-        f"`{VERIFY_COMMAND}`"
-    )
 
 
 def build_commands(files: Sequence[WeightFile], weights_dir: str = "/weights") -> list[str]:

@@ -27,8 +27,7 @@ from fixtures.tiny_demucs import (
 )
 from separation.demucs_apply import DemucsSeparator
 from separation.demucs_bag import bag_file_problems, load_bag
-from separation.errors import AudioError, SettingsError, WeightsError
-from separation.weights import FETCH_COMMAND
+from separation.errors import FETCH_COMMAND, AudioError, SettingsError, WeightsError
 
 SAMPLE_RATE = 44100
 REAL_FT_SIGNATURES = ["f7e0c4bc", "d12395a8", "92cfc3b6", "04573f0d"]
