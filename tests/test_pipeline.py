@@ -152,14 +152,14 @@ def test_damaged_weights_fail_setup_naming_the_file(tiny_weights_dir, tmp_path, 
 
 @pytest.mark.parametrize("output_format", ["wav", "mp3"])
 def test_non_finite_output_stops_at_once_naming_the_model(
-    separator, song, tmp_path, monkeypatch, output_format
+    separator, streamed_song, tmp_path, monkeypatch, output_format
 ):
     model = FailsOnCall(fail_on=0)  # never fails by itself
     model.gain = float("nan")
     monkeypatch.setattr(separator.model("bs_roformer_vocals"), "model", model)
     settings = SeparationSettings(**STREAMING, output=OutputSettings(format=output_format))
     with pytest.raises(WeightsError, match="bs_roformer_vocals produced NaN or infinite samples") as error:
-        separator.separate_file(song, tmp_path / "out", settings)
+        separator.separate_file(streamed_song, tmp_path / "out", settings)
     assert "python -m separation.weights verify" in str(error.value)
     assert model.calls == 2  # the first batch's span stopped it (the second was already under way) of 6
     assert not list((tmp_path / "out").iterdir()) and not ffmpeg_children()
@@ -261,7 +261,13 @@ def test_a_failed_prediction_with_nothing_handed_over_leaves_no_folder(tiny_weig
 # ---------------------------------------------------------------------------------------------------------
 # Writing the BS-RoFormer's stems while it runs
 
-STREAMING = dict(chunk_seconds=0.5, overlap_seconds=0.1, batch_size=1)  # several blocks from a 2 s song
+STREAMING = dict(chunk_seconds=4.0, overlap_seconds=1.0, batch_size=1)  # the shortest request chunks
+
+
+@pytest.fixture
+def streamed_song(tmp_path) -> Path:
+    """A song long enough for six chunks of STREAMING: several final blocks."""
+    return write_song(tmp_path / "song.wav", seconds=16.0)
 
 
 class Gain(torch.nn.Module):
@@ -336,46 +342,46 @@ def expected_files(song: Path, vocals: torch.Tensor, out_dir: Path, output: Outp
     ids=["wav", "mp3"],
 )
 def test_streamed_stems_are_the_files_written_after_the_model(
-    separator, song, tmp_path, monkeypatch, chunk_spy, stream_writes, output
+    separator, streamed_song, tmp_path, monkeypatch, chunk_spy, stream_writes, output
 ):
     monkeypatch.setattr(separator.model("bs_roformer_vocals"), "model", Gain(0.6))  # fast
     settings = SeparationSettings(**STREAMING, output=output)
-    files = [stem.path for stem in separator.separate_file(song, tmp_path / "out", settings)]
+    files = [stem.path for stem in separator.separate_file(streamed_song, tmp_path / "out", settings)]
     assert chunk_spy["final_blocks"] > 2
     assert stream_writes.count("vocals") == chunk_spy["final_blocks"]  # every final span, as it came
     assert stream_writes.count("instrumental") == chunk_spy["final_blocks"]
     [vocals] = chunk_spy["returned"]
-    expected = expected_files(song, vocals[0], tmp_path / "expected", output)
+    expected = expected_files(streamed_song, vocals[0], tmp_path / "expected", output)
     assert [f.name for f in files] == [f.name for f in expected]
     assert all(f.read_bytes() == e.read_bytes() for f, e in zip(files, expected, strict=True))
 
 
 def test_other_output_rates_write_after_the_model(
-    separator, song, tmp_path, monkeypatch, chunk_spy, stream_writes
+    separator, streamed_song, tmp_path, monkeypatch, chunk_spy, stream_writes
 ):
     monkeypatch.setattr(separator.model("bs_roformer_vocals"), "model", Gain(0.6))
     output = OutputSettings(format="wav", sample_rate=48000)
     files = [
         stem.path
         for stem in separator.separate_file(
-            song, tmp_path / "out", SeparationSettings(**STREAMING, output=output)
+            streamed_song, tmp_path / "out", SeparationSettings(**STREAMING, output=output)
         )
     ]
     assert not stream_writes  # nothing is streamed: each stem is resampled whole
     [vocals] = chunk_spy["returned"]
-    expected = expected_files(song, vocals[0], tmp_path / "expected", output)
+    expected = expected_files(streamed_song, vocals[0], tmp_path / "expected", output)
     assert all(f.read_bytes() == e.read_bytes() for f, e in zip(files, expected, strict=True))
     assert sf.info(files[0]).samplerate == 48000
 
 
 @pytest.mark.parametrize("output_format", ["wav", "mp3"])
 def test_a_model_failing_midway_leaves_no_files_and_no_encoders(
-    separator, song, tmp_path, monkeypatch, chunk_spy, output_format
+    separator, streamed_song, tmp_path, monkeypatch, chunk_spy, output_format
 ):
     monkeypatch.setattr(separator.model("bs_roformer_vocals"), "model", FailsOnCall(fail_on=4))
     settings = SeparationSettings(**STREAMING, output=OutputSettings(format=output_format))
     with pytest.raises(RuntimeError, match="failed midway"):
-        separator.separate_file(song, tmp_path / "out", settings)
+        separator.separate_file(streamed_song, tmp_path / "out", settings)
     assert chunk_spy["final_blocks"] >= 2  # the streams had been written to
     assert not list((tmp_path / "out").iterdir()) and not ffmpeg_children()
 
@@ -383,7 +389,7 @@ def test_a_model_failing_midway_leaves_no_files_and_no_encoders(
 def test_a_clipping_instrumental_is_rescaled_as_write_stem_rescales_it(
     separator, tmp_path, monkeypatch, chunk_spy
 ):
-    song = write_song(tmp_path / "loud.wav", seconds=2.0)
+    song = write_song(tmp_path / "loud.wav", seconds=16.0)
     mix = sf.read(song, dtype="float32")[0]
     sf.write(song, 2 * mix, 44100, subtype="FLOAT")  # peaks near 1
     monkeypatch.setattr(separator.model("bs_roformer_vocals"), "model", Gain(-0.25))  # mix - vocals: 1.25 mix
@@ -401,7 +407,7 @@ def test_a_clipping_instrumental_is_rescaled_as_write_stem_rescales_it(
     assert 20 * np.log10(np.abs(instrumental).max()) == pytest.approx(RESCALE_PEAK_DBFS, abs=1e-3)
 
 
-def test_stems_handed_out_stay_when_a_later_model_fails(separator, song, tmp_path, monkeypatch):
+def test_stems_handed_out_stay_when_a_later_model_fails(separator, streamed_song, tmp_path, monkeypatch):
     """The vocals and instrumental are yielded before Demucs runs; Demucs failing leaves them, and nothing of
     its own stems."""
     monkeypatch.setattr(separator.model("bs_roformer_vocals"), "model", Gain(0.6))
@@ -413,7 +419,7 @@ def test_stems_handed_out_stay_when_a_later_model_fails(separator, song, tmp_pat
     settings = SeparationSettings(**STREAMING, stems="all_4", output=OutputSettings(format="mp3"))
     handed_out = []
     with pytest.raises(RuntimeError, match="Demucs failed"):
-        for stem in separator.stems_as_written(song, tmp_path / "out", settings):
+        for stem in separator.stems_as_written(streamed_song, tmp_path / "out", settings):
             handed_out.append(stem.path.name)
     assert handed_out == ["vocals.mp3", "instrumental.mp3"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["instrumental.mp3", "vocals.mp3"]
