@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from .errors import SettingsError
+from .manifest import own_or_project
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 PLAN_FILE_NAME = "stems.yaml"
@@ -111,8 +112,7 @@ class StemPlan:
     @classmethod
     def for_weights(cls, weights_dir: Path) -> StemPlan:
         """The weights folder's own stems.yaml if it has one, else the project's."""
-        own = Path(weights_dir) / PLAN_FILE_NAME
-        return cls.load(own if own.is_file() else CONFIG_DIR / PLAN_FILE_NAME)
+        return cls.load(own_or_project(weights_dir, CONFIG_DIR / PLAN_FILE_NAME))
 
     def check(self, source: Path) -> None:
         """SettingsError unless every mode uses defined models for stems they have, every stem has a place
