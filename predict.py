@@ -31,7 +31,10 @@ class Runner(BaseRunner):
 
     def run(
         self,
-        audio: Path = Input(description="Song to separate: any common audio or video file, or a URL to one."),
+        audio: Path = Input(
+            description="Song to separate: any common audio or video file, or a URL to one. The weights are "
+            "their authors', on their terms (Demucs: research only): README, 'Weights and their terms'."
+        ),
         stems: str = Input(
             default=SeparationSettings.stems,
             choices=list(PLAN.modes),

@@ -10,7 +10,7 @@ import random
 import socket
 import sys
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -61,7 +61,7 @@ def signed_headers(
     body: bytes, webhook_id: str, sent_at: datetime | None = None, secret: str = SECRET
 ) -> dict:
     """Standard Webhooks headers for ``body``, as Replicate sends them."""
-    sent_at = sent_at or datetime.now(tz=timezone.utc)
+    sent_at = sent_at or datetime.now(tz=UTC)
     return {
         "Content-Type": "application/json",
         "webhook-id": webhook_id,
@@ -332,7 +332,7 @@ def test_tampered_body_is_rejected(harness):
 )
 def test_timestamp_tolerance_is_five_minutes(harness, age, accepted):
     body = prediction_body("p1", "processing")
-    status, reply = harness.post(body, signed_headers(body, "msg_1", datetime.now(tz=timezone.utc) - age))
+    status, reply = harness.post(body, signed_headers(body, "msg_1", datetime.now(tz=UTC) - age))
     assert status == (200 if accepted else 401), reply
     assert (harness.store.get("p1") is not None) == accepted
 
