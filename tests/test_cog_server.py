@@ -267,7 +267,7 @@ def test_stem_figures_reach_the_response_and_equal_the_command_line_report(
         text=True,
     )
     assert done.returncode == 0, done.stderr
-    report = json.loads((out / song_file.stem / "stems.json").read_text())
+    report = json.loads((out / song_file.name / "stems.json").read_text())
     assert list(report) == DOCUMENTED_ORDER["all_4"]
     from_cli = {stem: {k: v for k, v in figures.items() if k != "file"} for stem, figures in report.items()}
     assert response["metrics"]["stems"] == from_cli
@@ -354,8 +354,7 @@ def test_corrupt_upload_fails_with_the_audio_error_and_server_recovers(server, r
     with pytest.raises(AudioError) as expected:
         decode_audio(local)
     assert "AudioError" in response["error"]
-    for part in str(expected.value).split(local.name):  # Cog renames the download: compare around the name
-        assert part.strip("'") in response["error"]
+    assert str(expected.value) in response["error"]  # named as sent, without the runtime's tmp prefix
 
     assert server.health()["status"] == "READY"
     after = server.predict({"audio": song_url, **FAST})
