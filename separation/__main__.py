@@ -3,9 +3,11 @@
     python -m separation song.mp3 [more.flac ...] [--stems all_4] [--format flac] [--out DIR]
                          [--device cpu|cuda] [--weights DIR]
 
-Each input gets a folder `<out>/<input name>/` holding `<stem>.<ext>`, followed on stdout by a table of
-each stem's peak, loudness, audible share and presence; `--json` also writes that report to
-`<out>/<input name>/stems.json`. The models load once for all inputs. Errors print one line and the exit
+Each input gets a folder named after its file name, extension included (`separated/song.mp3/`, so
+`song.mp3` and `song.wav` never share one), holding `<stem>.<ext>`, followed on stdout by a table of each
+stem's peak, loudness, audible share and presence; `--json` also writes that report to `stems.json` in the
+same folder. A re-run replaces the stems and the report this command wrote there before. The settings are
+checked before the models load; the models load once for all inputs. Errors print one line and the exit
 code is 1 (2 for bad arguments).
 """
 
@@ -17,15 +19,19 @@ import logging
 import sys
 from pathlib import Path
 
-from .errors import SeparationError
+from .errors import SeparationError, SettingsError
 from .manifest import default_weights_dir
 from .pipeline import Separator
 from .plan import CONFIG_DIR, PLAN_FILE_NAME, StemPlan
 from .progress import TqdmReporter
 from .settings import (
+    BATCH_SIZE_RANGE,
+    CHUNK_SECONDS_RANGE,
+    MAX_DURATION_SECONDS_RANGE,
     MP3_BITRATES,
     OUTPUT_FORMATS,
     OUTPUT_SAMPLE_RATES,
+    OVERLAP_SECONDS_RANGE,
     PRECISIONS,
     WAV_BIT_DEPTHS,
     OutputSettings,
@@ -40,19 +46,23 @@ REPORT_FILE_NAME = "stems.json"
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line; every default and choice comes from `separation.settings`."""
     settings, output = SeparationSettings(), OutputSettings()
+    (low_chunk, high_chunk), (low_overlap, high_overlap) = CHUNK_SECONDS_RANGE, OVERLAP_SECONDS_RANGE
+    low_batch, high_batch = BATCH_SIZE_RANGE
     parser = argparse.ArgumentParser(
         prog="python -m separation", description="Separate songs into stems (BS-RoFormer + Demucs v4)."
     )
     parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="audio or video files")
+    plan = StemPlan.load(CONFIG_DIR / PLAN_FILE_NAME)
+    modes = "; ".join(f"{mode}: {', '.join(plan.stems_of(mode))}" for mode in plan.modes)
     parser.add_argument(
-        "--stems", default=settings.stems, help="a mode of the stem plan (default: %(default)s)"
+        "--stems", default=settings.stems, help=f"which stems, one of: {modes} (default: %(default)s)"
     )
     parser.add_argument(
         "--extra-stems",
         default="",
         metavar="NAMES",
         help="comma-separated instruments to add after the mode's stems, any of: "
-        + ", ".join(StemPlan.load(CONFIG_DIR / PLAN_FILE_NAME).extra_stem_names),
+        + ", ".join(plan.extra_stem_names),
     )
     parser.add_argument("--format", default=output.format, choices=OUTPUT_FORMATS)
     parser.add_argument(
@@ -69,23 +79,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--chunk-size",
         type=float,
         default=settings.chunk_seconds,
-        help="seconds per BS-RoFormer vocals chunk",
+        help=f"seconds per BS-RoFormer vocals chunk, {low_chunk:g} to {high_chunk:g} (default: %(default)s)",
     )
     parser.add_argument(
-        "--overlap", type=float, default=settings.overlap_seconds, help="seconds of overlap between chunks"
+        "--overlap",
+        type=float,
+        default=settings.overlap_seconds,
+        help=f"seconds of overlap between chunks, {low_overlap:g} to {high_overlap:g}, below the chunk "
+        "size (default: %(default)s)",
     )
     parser.add_argument(
         "--batch-size",
         type=int,
         default=settings.batch_size,
-        help="chunks or segments per forward pass (default: each model's configured batch size)",
+        help=f"chunks or segments per forward pass, {low_batch} to {high_batch} (default: each model's "
+        "configured batch size)",
     )
     parser.add_argument("--precision", default=settings.precision, choices=PRECISIONS)
     parser.add_argument("--sample-rate", type=int, default=output.sample_rate, choices=OUTPUT_SAMPLE_RATES)
     parser.add_argument("--wav-bit-depth", default=output.wav_bit_depth, choices=WAV_BIT_DEPTHS)
     parser.add_argument("--mp3-bitrate", type=int, default=output.mp3_bitrate, choices=MP3_BITRATES)
     parser.add_argument(
-        "--max-minutes", type=float, default=settings.max_duration_seconds / 60, help="reject longer inputs"
+        "--max-minutes",
+        type=float,
+        default=settings.max_duration_seconds / 60,
+        help=f"reject longer inputs; at most {MAX_DURATION_SECONDS_RANGE[1] / 60:g} (default: %(default)g)",
     )
     parser.add_argument(
         "--json", action="store_true", help=f"also write each input's stem report to {REPORT_FILE_NAME}"
@@ -138,12 +156,34 @@ def write_report(stems: list[WrittenStem], out_dir: Path) -> Path:
     return path
 
 
+def output_folders(inputs: list[Path], out: Path) -> list[Path]:
+    """`<out>/<file name>` for each input; SettingsError when two inputs have the same file name."""
+    names = [path.name for path in inputs]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise SettingsError(
+            f"several inputs are named {', '.join(map(repr, repeated))}; each input's stems go to a folder "
+            f"named after its file name under {out}, so separate them in separate runs or rename them"
+        )
+    return [out / name for name in names]
+
+
+def remove_earlier_outputs(out_dir: Path, plan: StemPlan) -> None:
+    """Remove what an earlier run wrote into `out_dir`: every `<stem>.<ext>` the plan can write, and the
+    report. Other files stay."""
+    stems = {*plan.output_order, *plan.extra_stem_names}
+    names = [f"{stem}.{extension}" for stem in stems for extension in OUTPUT_FORMATS]
+    for name in [*names, REPORT_FILE_NAME]:
+        (out_dir / name).unlink(missing_ok=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     weights_dir = args.weights or default_weights_dir()
     try:
         settings = settings_from_args(args)
+        out_dirs = output_folders(args.inputs, args.out)
         StemPlan.for_weights(weights_dir).resolve(settings)  # before models load
         separator = Separator(weights_dir, args.device)
     except SeparationError as error:
@@ -151,8 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     failures = 0
-    for path in args.inputs:
-        out_dir = args.out / path.stem
+    for path, out_dir in zip(args.inputs, out_dirs, strict=True):
+        remove_earlier_outputs(out_dir, separator.plan)
         try:
             stems = []
             for stem in separator.stems_as_written(path, out_dir, settings, TqdmReporter()):

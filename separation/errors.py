@@ -39,3 +39,12 @@ def non_finite_output_error(model: str) -> WeightsError:
         f"model {model} produced NaN or infinite samples; its weights may be damaged: check them with "
         f"`{VERIFY_COMMAND}`"
     )
+
+
+def format_seconds(seconds: float) -> str:
+    """'2.5 s' below a minute, else 'M:SS' or 'H:MM:SS'."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

@@ -1,6 +1,7 @@
-"""The weights manifest (`configs/weights.yaml`): every file the models load, with its size, sha256 and
-where it comes from (download URLs, or a file shipped inside an installed Python package), and checks of a
-weights folder against it."""
+"""The weights manifest (`configs/weights.yaml`): every file the models load, with its size, sha256, where
+it comes from (download URLs, or a file shipped inside an installed Python package) and the terms its
+authors state, and checks of a weights folder against it. A weights folder with its own `weights.yaml` (and
+`stems.yaml`) uses those instead of the project's (`own_or_project`)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ WEIGHTS_DIR_ENV = "SEPARATION_WEIGHTS_DIR"
 READ_CHUNK_BYTES = 1 << 20
 
 _SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
-_MANIFEST_KEYS = frozenset({"target", "model", "size", "sha256", "urls", "package_file", "source"})
+_MANIFEST_KEYS = frozenset({"target", "model", "size", "sha256", "urls", "package_file", "source", "terms"})
+_REQUIRED_KEYS = frozenset({"target", "model", "size", "sha256", "source", "terms"})
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,8 @@ class WeightFile:
 
     `target` is relative to the weights folder (e.g. `demucs/5c90dfd2-34c22ccb.th`); `size` is in bytes.
     Exactly one of `urls` (tried in order) and `package_file` (`<package>/<path inside it>`) is set.
+    `source` says who publishes the file; `terms` what its authors state about its use, with where they
+    say it.
     """
 
     target: str
@@ -41,6 +45,7 @@ class WeightFile:
     package_file: str | None
     model: str
     source: str
+    terms: str
 
     def __post_init__(self) -> None:
         where = f"weights manifest entry {self.target!r}"
@@ -64,6 +69,8 @@ class WeightFile:
                 )
         if not self.model:
             raise WeightsError(f"{where}: model must name the model that uses the file")
+        if not self.terms.strip():
+            raise WeightsError(f"{where}: terms must say what the weights' authors state about their use")
 
     @property
     def name(self) -> str:
@@ -96,7 +103,7 @@ def _weight_file(entry: object, manifest: Path) -> WeightFile:
     unknown = sorted(set(entry) - _MANIFEST_KEYS)
     if unknown:
         raise WeightsError(f"{label}: unknown keys {unknown}")
-    missing = sorted({"target", "model", "size", "sha256", "source"} - set(entry))
+    missing = sorted(_REQUIRED_KEYS - set(entry))
     if missing:
         raise WeightsError(f"{label}: missing keys {missing}")
     urls = entry.get("urls") or ()
@@ -110,6 +117,7 @@ def _weight_file(entry: object, manifest: Path) -> WeightFile:
         package_file=entry.get("package_file"),
         model=str(entry["model"]),
         source=str(entry["source"]),
+        terms=str(entry["terms"]),
     )
 
 
@@ -124,11 +132,16 @@ def select_models(files: Sequence[WeightFile], models: Sequence[str]) -> list[We
     return [file for file in files if file.model in models]
 
 
+def own_or_project(weights_dir: Path, project_file: Path) -> Path:
+    """The weights folder's own file of `project_file`'s name if it has one (a folder of other weights, e.g.
+    the tests' tiny ones), else `project_file`: the one rule for `weights.yaml` and `stems.yaml`."""
+    own = Path(weights_dir) / Path(project_file).name
+    return own if own.is_file() else Path(project_file)
+
+
 def manifest_for(weights_dir: Path) -> Path:
-    """The weights folder's own weights.yaml if it has one (a folder of other weights, e.g. the tests'),
-    else the project's manifest."""
-    own = Path(weights_dir) / MANIFEST_FILE_NAME
-    return own if own.is_file() else MANIFEST_PATH
+    """The manifest that applies to `weights_dir`: its own weights.yaml, else the project's."""
+    return own_or_project(weights_dir, MANIFEST_PATH)
 
 
 def default_weights_dir() -> Path:

@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from .errors import SettingsError
+from .manifest import own_or_project
 from .model_base import ModelSpec
 from .registry import MODEL_TYPES
 from .settings import SeparationSettings
@@ -83,8 +84,7 @@ class StemPlan:
     @classmethod
     def for_weights(cls, weights_dir: Path) -> StemPlan:
         """The weights folder's own stems.yaml if it has one, else the project's."""
-        own = Path(weights_dir) / PLAN_FILE_NAME
-        return cls.load(own if own.is_file() else CONFIG_DIR / PLAN_FILE_NAME)
+        return cls.load(own_or_project(weights_dir, CONFIG_DIR / PLAN_FILE_NAME))
 
     def check(self, source: Path) -> None:
         """SettingsError unless every mode uses defined models for stems they have, every stem has a place

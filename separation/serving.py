@@ -11,10 +11,10 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import AudioError
 from .pipeline import Separator
 from .progress import LogReporter, MetricRecorder
 from .settings import OutputSettings, SeparationSettings, parse_stem_list
+from .upload import check_upload
 
 
 class SeparationService:
@@ -26,9 +26,9 @@ class SeparationService:
     uploads the vocals while Demucs still runs. A prediction that fails or is cancelled keeps only the
     stems it had handed over (none: its folder goes at once).
 
-    The audio must be a file the runtime downloaded for this prediction (every URL input, http, https or
-    data, lands in its temporary folder as `tmp<random><name>`): a plain path would make the server read
-    its own disk, so it is refused.
+    The settings are checked first, before anything else is done. The audio must be a file the runtime
+    downloaded for this prediction (`separation.upload`): a plain path would make the server read its own
+    disk, so it is refused. Messages name the upload as its sender named it.
     """
 
     def __init__(self, weights_dir: Path | None = None, device: str | None = None):
@@ -84,17 +84,6 @@ class SeparationService:
         if self._last_out_dir is not None:
             shutil.rmtree(self._last_out_dir, ignore_errors=True)
             self._last_out_dir = None
-
-
-def check_upload(path: Path) -> Path:
-    """`path`, resolved, if it is a file the runtime downloaded into its temporary folder; AudioError
-    otherwise (symbolic links are followed first, so none can point elsewhere)."""
-    resolved = path.resolve()
-    if resolved.parent != Path(tempfile.gettempdir()).resolve() or not resolved.name.startswith("tmp"):
-        raise AudioError(
-            "audio must be an upload or a URL (http, https or data); paths on the server are not read"
-        )
-    return resolved
 
 
 @functools.cache

@@ -2,9 +2,12 @@
 
     python -m separation.weights fetch [--dir DIR] [--only MODEL ...]   # download / copy + check
     python -m separation.weights verify [--dir DIR] [--quick]           # report missing or bad files
+    python -m separation.weights list [--dir DIR]                       # models, files, sizes, terms
     python -m separation.weights cog-build-steps                        # the build.run list for cog.yaml
 
-Everything reads the one manifest, `configs/weights.yaml` (`separation.manifest`).
+`fetch`, `verify` and `list` read the manifest that applies to the weights folder, as the command line
+and the server do (`manifest_for`): the folder's own `weights.yaml` if it has one, else the project's
+`configs/weights.yaml`. `cog-build-steps` reads the project's.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from .manifest import (
     WeightFile,
     default_weights_dir,
     load_manifest,
+    manifest_for,
     select_models,
     verify,
 )
@@ -56,16 +60,37 @@ def _build_command(file: WeightFile, destination: str) -> str:
     return f"mkdir -p {folder} && {obtain} && {check}"
 
 
+def describe(files: Sequence[WeightFile]) -> str:
+    """Each model's files with their sizes and the terms their authors state, as indented text."""
+    lines = []
+    for model in dict.fromkeys(file.model for file in files):
+        own = [file for file in files if file.model == model]
+        count = f"{len(own)} file" + ("s" if len(own) > 1 else "")
+        lines.append(f"{model}: {count}, {_size(sum(file.size for file in own))}")
+        width = max(len(file.target) for file in own)
+        lines += [f"  {file.target.ljust(width)}  {_size(file.size)}" for file in own]
+        terms = {file.terms: [f.target for f in own if f.terms == file.terms] for file in own}
+        for statement, targets in terms.items():
+            which = "" if len(terms) == 1 else f" of {', '.join(targets)}"
+            lines.append(f"  terms{which}: {statement}")
+    return "\n".join(lines)
+
+
+def _size(size: int) -> str:
+    """Bytes as '149 B' or '639.3 MB' (10**6 bytes)."""
+    return f"{size} B" if size < 100_000 else f"{size / 1e6:.1f} MB"
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line of `python -m separation.weights`."""
     parser = argparse.ArgumentParser(
         prog="python -m separation.weights", description="Fetch and verify the model weight files."
     )
-    parser.add_argument("--manifest", type=Path, default=MANIFEST_PATH, help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True)
     fetch_parser = commands.add_parser("fetch", help="download / copy the weight files and check them")
     verify_parser = commands.add_parser("verify", help="report missing or corrupt weight files")
-    for sub in (fetch_parser, verify_parser):
+    list_parser = commands.add_parser("list", help="each model's files, sizes and the terms of its weights")
+    for sub in (fetch_parser, verify_parser, list_parser):
         sub.add_argument(
             "--dir",
             type=Path,
@@ -83,15 +108,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; failures print one `error: ...` line per problem on stderr and return 1."""
     args = _parse_args(argv)
     try:
-        files = load_manifest(args.manifest)
         if args.command == "cog-build-steps":
             print("  run:")
-            for line in build_commands(files, args.dir):
+            for line in build_commands(load_manifest(MANIFEST_PATH), args.dir):
                 print(f"    - {json.dumps(line)}")
             return 0
+        weights_dir = args.dir or default_weights_dir()
+        files = load_manifest(manifest_for(weights_dir))
         if args.only:
             files = select_models(files, args.only)
-        weights_dir = args.dir or default_weights_dir()
+        if args.command == "list":
+            print(describe(files))
+            return 0
         if args.command == "fetch":
             fetch(weights_dir, files)
             print(f"{len(files)} weight files OK in {weights_dir}", file=sys.stderr)

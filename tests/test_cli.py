@@ -1,4 +1,4 @@
-"""The command line: several inputs, one-line errors, exit codes."""
+"""The command line: several inputs, a folder per input, re-runs, one-line errors, exit codes."""
 
 from __future__ import annotations
 
@@ -7,6 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import soundfile as sf
+
+from separation.__main__ import main, parse_args
+from separation.plan import CONFIG_DIR, PLAN_FILE_NAME, StemPlan
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,7 +35,7 @@ def test_cli_separates_several_inputs_with_the_same_file_names(tiny_weights_dir,
         str(song), str(other), "--weights", str(tiny_weights_dir), "--out", str(out), "--format", "flac"
     )
     assert result.returncode == 0, result.stderr
-    for name in ("song", "other song"):
+    for name in ("song.wav", "other song.wav"):
         assert sorted(p.name for p in (out / name).iterdir()) == ["instrumental.flac", "vocals.flac"]
 
 
@@ -44,7 +48,7 @@ def test_cli_reports_a_bad_input_in_one_line_and_goes_on(tiny_weights_dir, song,
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "notes.mp3" in errors[0]
-    assert (out / "song" / "vocals.wav").exists()
+    assert (out / "song.wav" / "vocals.wav").exists()
 
 
 def test_cli_without_weights_stops_with_one_line(tmp_path, song):
@@ -60,3 +64,41 @@ def test_cli_names_a_bad_extra_stem_in_one_line(tiny_weights_dir, song, tmp_path
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.count("\n") == 1 and "unknown name 'gutar'" in result.stderr
     assert "acoustic-guitar" in result.stderr
+
+
+def test_inputs_that_share_a_stem_name_get_a_folder_each(tiny_weights_dir, song, tmp_path):
+    flac = tmp_path / "song.flac"
+    sf.write(flac, sf.read(song)[0], 44100)
+    out = tmp_path / "separated"
+    assert main([str(song), str(flac), "--weights", str(tiny_weights_dir), "--out", str(out)]) == 0
+    for name in ("song.wav", "song.flac"):
+        assert sorted(p.name for p in (out / name).iterdir()) == ["instrumental.wav", "vocals.wav"]
+
+
+@pytest.mark.slow
+def test_a_rerun_replaces_the_stems_and_the_report(tiny_weights_dir, song, tmp_path):
+    out = tmp_path / "separated"
+    common = [str(song), "--weights", str(tiny_weights_dir), "--out", str(out)]
+    assert main([*common, "--stems", "all_4", "--format", "flac", "--json"]) == 0
+    (out / "song.wav" / "notes.txt").write_text("mine")  # not the tool's: it stays
+    assert main([*common, "--format", "mp3"]) == 0
+    left = sorted(p.name for p in (out / "song.wav").iterdir())
+    assert left == ["instrumental.mp3", "notes.txt", "vocals.mp3"]
+
+
+def test_two_inputs_with_one_file_name_are_refused_before_anything_loads(song, tmp_path, capsys):
+    twin = tmp_path / "elsewhere" / "song.wav"
+    twin.parent.mkdir()
+    twin.write_bytes(song.read_bytes())
+    assert main([str(song), str(twin), "--weights", str(tmp_path / "no-weights")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: several inputs are named 'song.wav'"), err
+
+
+def test_stems_help_lists_every_mode_with_its_stems(capsys):
+    plan = StemPlan.load(CONFIG_DIR / PLAN_FILE_NAME)
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    for mode in plan.modes:
+        assert f"{mode}: {', '.join(plan.stems_of(mode))}" in help_text

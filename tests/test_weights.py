@@ -1,4 +1,4 @@
-"""Weight manifest, verified resumable downloads, `verify`, and the CLI, against a local HTTP server."""
+"""Weight manifest, verified resumable downloads, `verify`, `list` and the CLI, against a local server."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -103,6 +104,7 @@ def _entry(target: str, content: bytes, *urls: str, sha256: str | None = None) -
         package_file=None,
         model="test_model",
         source="test",
+        terms="test",
     )
 
 
@@ -117,6 +119,7 @@ def _package_entry(package_file: str, target: str) -> WeightFile:
         package_file=package_file,
         model="test_bag",
         source="test",
+        terms="test",
     )
 
 
@@ -126,7 +129,7 @@ def _write_manifest(path: Path, files: list[WeightFile]) -> Path:
     for file in files:
         entry = {"target": file.target, "model": file.model, "size": file.size, "sha256": file.sha256}
         entry.update({"urls": list(file.urls)} if file.urls else {"package_file": file.package_file})
-        entries.append({**entry, "source": file.source})
+        entries.append({**entry, "source": file.source, "terms": file.terms})
     path.write_text(yaml.safe_dump({"files": entries}), encoding="utf-8")
     return path
 
@@ -331,22 +334,22 @@ def test_verify_reports_missing_resized_and_corrupted_files(tmp_path):
 
 
 def test_verify_cli_exit_codes(tmp_path, capsys):
-    manifest = _write_manifest(
-        tmp_path / "manifest.yaml",
+    weights_dir = tmp_path / "w"
+    weights_dir.mkdir()
+    _write_manifest(
+        weights_dir / "weights.yaml",
         [
             _entry("a.th", CONTENT, "https://example.invalid/a"),
             _entry("b.th", CONTENT, "https://example.invalid/b"),
         ],
     )
-    weights_dir = tmp_path / "w"
-    weights_dir.mkdir()
     (weights_dir / "a.th").write_bytes(CONTENT)
 
-    assert weights.main(["--manifest", str(manifest), "verify", "--dir", str(weights_dir)]) == 1
+    assert weights.main(["verify", "--dir", str(weights_dir)]) == 1
     assert capsys.readouterr().err.splitlines() == [f"error: {weights_dir / 'b.th'}: missing"]
 
     (weights_dir / "b.th").write_bytes(CONTENT)
-    assert weights.main(["--manifest", str(manifest), "verify", "--dir", str(weights_dir)]) == 0
+    assert weights.main(["verify", "--dir", str(weights_dir)]) == 0
     assert "2 weight files OK" in capsys.readouterr().err
 
 
@@ -357,22 +360,19 @@ def test_cli_fetch_fetches_only_the_named_models(server, tmp_path):
     base, state = server
     state.files["/a.th"] = CONTENT
     other = dataclasses.replace(_entry("b.th", CONTENT, f"{base}/b.th"), model="other_model")
-    manifest = _write_manifest(tmp_path / "manifest.yaml", [_entry("a.th", CONTENT, f"{base}/a.th"), other])
+    (tmp_path / "w").mkdir()
+    _write_manifest(tmp_path / "w" / "weights.yaml", [_entry("a.th", CONTENT, f"{base}/a.th"), other])
 
-    result = _run_cli(
-        "--manifest", str(manifest), "fetch", "--dir", str(tmp_path / "w"), "--only", "test_model"
-    )
+    result = _run_cli("fetch", "--dir", str(tmp_path / "w"), "--only", "test_model")
 
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in (tmp_path / "w").iterdir()) == ["a.th"]
+    assert sorted(p.name for p in (tmp_path / "w").iterdir()) == ["a.th", "weights.yaml"]
 
 
 def test_cli_unknown_model_is_one_line(tmp_path, capsys):
-    manifest = _write_manifest(
-        tmp_path / "manifest.yaml", [_entry("a.th", CONTENT, "https://example.invalid/a")]
-    )
+    _write_manifest(tmp_path / "weights.yaml", [_entry("a.th", CONTENT, "https://example.invalid/a")])
 
-    assert weights.main(["--manifest", str(manifest), "fetch", "--only", "nope"]) == 1
+    assert weights.main(["fetch", "--dir", str(tmp_path), "--only", "nope"]) == 1
     assert capsys.readouterr().err.splitlines() == [
         "error: unknown model 'nope'; the manifest has test_model"
     ]
@@ -382,9 +382,10 @@ def test_cli_unknown_model_is_one_line(tmp_path, capsys):
 def test_cli_download_failure_is_one_clear_line(server, tmp_path, reason):
     base, _ = server
     url = f"http://127.0.0.1:{_closed_port()}/model.ckpt" if reason == "unreachable" else f"{base}/none.ckpt"
-    manifest = _write_manifest(tmp_path / "manifest.yaml", [_entry("model.ckpt", CONTENT, url)])
+    (tmp_path / "w").mkdir()
+    _write_manifest(tmp_path / "w" / "weights.yaml", [_entry("model.ckpt", CONTENT, url)])
 
-    result = _run_cli("--manifest", str(manifest), "fetch", "--dir", str(tmp_path / "w"))
+    result = _run_cli("fetch", "--dir", str(tmp_path / "w"))
 
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
@@ -435,6 +436,8 @@ def test_build_commands_download_copy_and_check_in_sh(server, tmp_path):
         ({"package_file": "demucs/remote/x.yaml"}, "either urls or package_file"),
         ({"urls": ["ftp://host/x"]}, "not an http"),
         ({"colour": "red"}, r"unknown keys \['colour'\]"),
+        ({"terms": None}, r"missing keys \['terms'\]"),
+        ({"terms": " "}, "terms must say what the weights' authors state"),
     ],
 )
 def test_load_manifest_rejects_bad_entries(tmp_path, change, message):
@@ -445,9 +448,11 @@ def test_load_manifest_rejects_bad_entries(tmp_path, change, message):
         "sha256": "a" * 64,
         "urls": ["https://h/a"],
         "source": "s",
+        "terms": "t",
     }
+    changed = {key: value for key, value in {**entry, **change}.items() if value is not None}
     path = tmp_path / "manifest.yaml"
-    path.write_text(yaml.safe_dump({"files": [{**entry, **change}]}), encoding="utf-8")
+    path.write_text(yaml.safe_dump({"files": [changed]}), encoding="utf-8")
 
     with pytest.raises(WeightsError, match=message):
         load_manifest(path)
@@ -485,3 +490,56 @@ def test_real_manifest_bags_match_shipped_files_and_list_their_weights(bag):
     signatures = yaml.safe_load(installed.read_text())["models"]
     weight_names = sorted(f.name for f in files if f.model == bag and f.target.endswith(".th"))
     assert sorted(name.split("-")[0] for name in weight_names) == sorted(signatures)
+
+
+def test_every_entry_of_the_real_manifest_states_its_terms_and_where():
+    for file in load_manifest():
+        assert re.search(r"\(https://[^ )]+\)", file.terms), file.target
+    terms = {file.model: file.terms for file in load_manifest() if not file.target.endswith(".yaml")}
+    assert terms["htdemucs_ft"] == terms["htdemucs_6s"] and "research only" in terms["htdemucs_ft"]
+    for url in ("facebookresearch/demucs/issues/327", "facebookresearch/demucs/issues/508"):
+        assert url in terms["htdemucs_ft"]
+    assert terms["bs_roformer_vocals"].startswith("none stated")
+    assert '"Not stated"' in terms["bs_roformer_mega53"] and "issues/245" in terms["bs_roformer_mega53"]
+    assert not any("MIT" in file.source for file in load_manifest() if file.target.endswith(".th"))
+
+
+def test_list_prints_each_model_with_its_files_size_and_terms(capsys):
+    assert weights.main(["list", "--only", "htdemucs_6s"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "htdemucs_6s: 2 files, 55.0 MB"
+    assert lines[1].split() == ["demucs/htdemucs_6s.yaml", "21", "B"]
+    assert lines[2].split() == ["demucs/5c90dfd2-34c22ccb.th", "55.0", "MB"]
+    assert lines[4].startswith("  terms of demucs/5c90dfd2-34c22ccb.th: research only")
+
+
+# --- a weights folder's own manifest -----------------------------------------------------------------
+
+
+def test_a_folder_uses_its_own_file_else_the_projects(tmp_path):
+    project = tmp_path / "configs" / "weights.yaml"
+    assert manifest.own_or_project(tmp_path / "w", project) == project
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "weights.yaml").write_text("files: []")
+    assert manifest.own_or_project(tmp_path / "w", project) == tmp_path / "w" / "weights.yaml"
+    assert manifest.manifest_for(tmp_path / "w") == tmp_path / "w" / "weights.yaml"
+    assert manifest.manifest_for(tmp_path) == manifest.MANIFEST_PATH
+
+
+def test_verify_list_and_fetch_honour_the_tiny_folders_own_manifest(tiny_weights_dir, tmp_path, capsys):
+    """The tiny folder's files are not the project's: only its own manifest makes them all good, and fetch
+    then has nothing to download (its URLs do not resolve)."""
+    assert weights.main(["verify", "--dir", str(tiny_weights_dir)]) == 0
+    assert weights.main(["fetch", "--dir", str(tiny_weights_dir)]) == 0
+    assert weights.main(["list", "--dir", str(tiny_weights_dir)]) == 0
+    listed = capsys.readouterr().out
+    assert "terms: none: random numbers" in listed and "research only" not in listed
+
+    damaged = shutil.copytree(tiny_weights_dir, tmp_path / "weights")
+    checkpoint = damaged / "model_bs_roformer_ep_317_sdr_12.9755.ckpt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:-10])
+    assert weights.main(["verify", "--dir", str(damaged), "--quick"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {checkpoint}: size is {checkpoint.stat().st_size} bytes, expected "
+        f"{checkpoint.stat().st_size + 10}"
+    ]
