@@ -101,7 +101,9 @@ def record(work: Path) -> dict[str, list[dict]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=FIXTURE, help=f"where to write (default: {FIXTURE})")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="record-webhooks-") as work:
