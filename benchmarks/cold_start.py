@@ -66,7 +66,6 @@ def measure_models(weights_dir: Path, device: str) -> dict:
     """Child: seconds to load each model of the plan on its own, after the imports."""
     import torch
 
-    from separation.models import MODEL_CLASSES
     from separation.plan import StemPlan
 
     seconds = {}
@@ -78,7 +77,7 @@ def measure_models(weights_dir: Path, device: str) -> dict:
     plan = StemPlan.for_weights(weights_dir)
     for name, spec in plan.models.items():
         start = time.perf_counter()
-        MODEL_CLASSES[type(spec)](spec, weights_dir, torch.device(device))
+        spec.build(weights_dir, torch.device(device))
         synchronize(device)
         seconds[f"{name} ({spec.load})"] = time.perf_counter() - start
     return seconds

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.full_size_weights import DEFAULT_DIR, write_full_size_weights
+from fixtures.spans import whole_stems
 from fixtures.tiny_demucs import FOUR_STEMS
 from separation.demucs_apply import DemucsSeparator
 
@@ -45,7 +46,7 @@ def timed_separation(
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     wall_start, cpu_start = time.perf_counter(), time.process_time()
-    out = separator.separate("htdemucs_ft", mix, wanted, batch_size=batch_size)
+    out = whole_stems(separator.separate(mix, wanted, batch_size=batch_size))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter() - wall_start, time.process_time() - cpu_start, out
@@ -67,8 +68,8 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
     mix = 0.2 * torch.randn(2, int(args.seconds * SAMPLE_RATE), generator=generator)  # [2, samples]
     write_full_size_weights(args.weights)
-    separator = DemucsSeparator(args.weights / "demucs", device, shifts=args.shifts)
-    separator.separate("htdemucs_ft", mix[:, : 2 * SAMPLE_RATE], ["drums"])  # warm-up
+    separator = DemucsSeparator(args.weights / "demucs", "htdemucs_ft", device, shifts=args.shifts)
+    whole_stems(separator.separate(mix[:, : 2 * SAMPLE_RATE], ["drums"]))  # warm-up
 
     three = ["drums", "bass", "other"]
     baseline_wall, baseline_cpu, baseline = timed_separation(separator, mix, FOUR_STEMS, device)
@@ -84,7 +85,7 @@ def main() -> None:
     print(f"ratio skip / baseline:                    {wall_ratio:8.3f}  {cpu_ratio:8.3f}")
     print(f"max |difference| of drums/bass/other between the runs: {difference:.3g}")
     for batch_size in args.batch_sizes:
-        separator.separate("htdemucs_ft", mix[:, : 2 * SAMPLE_RATE], ["drums"], batch_size=batch_size)
+        whole_stems(separator.separate(mix[:, : 2 * SAMPLE_RATE], ["drums"], batch_size=batch_size))
         wall, cpu, batched = timed_separation(separator, mix, three, device, batch_size)
         difference = max((batched[s] - skipped[s]).abs().max().item() for s in three)
         print(

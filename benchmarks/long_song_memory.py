@@ -1,16 +1,16 @@
-"""Peak host memory of a long input, relative to the input's size, with tiny models.
+"""Peak host memory of long inputs and many stems, with tiny models.
 
-A long generated song (default 60 minutes) is written as FLAC, then decoded and separated by
-`Separator.separate_file`, the prediction code path, with the tiny random models of
-`fixtures/tiny_weights.py`: the buffers that grow with the track (decoded mix, padded copies, stem
-accumulators, written stems) are the same as with the real models, and the model activations, which do
-not grow with the track, are small. For each mode it prints the idle RSS, the peak RSS (kernel
-high-water mark and a sampling thread), the float32 size of the input, and the ratio
-(peak - idle) / input size against the target of (number of output stems + 3), per stage as well.
+Generated songs of each length (default 2, 10 and 30 minutes) are written as FLAC, then decoded and
+separated by `Separator.stems_as_written`, the prediction code path, with the tiny random models of
+`fixtures/tiny_weights.py`: the buffers that grow with the track or with the number of stems (decoded mix,
+chunk accumulators, spans queued for the writers, Demucs sources, encoder spools) are the same as with the
+real models, and the model activations, which do not, are small. Each case runs after its models and heads
+are loaded, and prints the peak RSS above that idle RSS (kernel high-water mark and a sampling thread)
+against the target (2 GiB), and how it grows with the minutes against the decoded input's own growth.
 
-It ends with the GPU-memory bound: what is on the device at once does not depend on the track length.
+Cases: vocals_instrumental, all_4, guitar, guitar + 20 extra stems, guitar + 52 (every Mega-53 head), MP3 out.
 
-    python -m benchmarks.long_song_memory [--minutes 60] [--modes vocals_instrumental all_4]
+    python -m benchmarks.long_song_memory [--minutes 2 10 30] [--cases vocals_instrumental guitar+20 ...]
 """
 
 from __future__ import annotations
@@ -23,94 +23,90 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.full_size_weights import HTDEMUCS_SEGMENT_SECONDS
 from benchmarks.pipeline import GIB, MemoryMonitor, StageRecorder, load_average
 from fixtures.songs import write_long_song
 from fixtures.tiny_weights import write_tiny_weights
 from separation.pipeline import Separator
 from separation.samplerate import SAMPLE_RATE
-from separation.settings import SeparationSettings
+from separation.settings import OutputSettings, SeparationSettings
 
 BYTES_PER_SAMPLE = 4  # float32
-TARGET_EXTRA_BUFFERS = 3  # target: peak growth <= (output stems + 3) x the float32 input
+TARGET_GIB = 2.0  # peak above the loaded models, in every case
+CASES = ("vocals_instrumental", "all_4", "guitar", "guitar+20", "guitar+52")
 
 
-def measure_mode(separator: Separator, song: Path, mode: str, seconds: float, out_dir: Path) -> None:
-    """Separate `song` in `mode` and print the memory figures in units of the input's float32 size."""
-    settings = SeparationSettings(stems=mode, max_duration_seconds=seconds + 60)
-    input_bytes = round(seconds * SAMPLE_RATE) * 2 * BYTES_PER_SAMPLE
-    stems = separator.plan.stems_of(mode)
-    target = len(stems) + TARGET_EXTRA_BUFFERS
+def case_settings(separator: Separator, case: str, seconds: float) -> SeparationSettings:
+    """`mode` or `mode+N`: the mode, plus its extras model's first N stems it does not already return."""
+    mode, _, count = case.partition("+")
+    returned = separator.plan.stems_of(mode)
+    extra = [name for name in separator.plan.extra_stem_names if name not in returned][: int(count or 0)]
+    return SeparationSettings(
+        stems=mode,
+        extra_stems=tuple(extra),
+        max_duration_seconds=seconds + 60,
+        output=OutputSettings(format="mp3"),
+    )
+
+
+def load_everything(separator: Separator, settings: SeparationSettings) -> None:
+    """Load the models and heads a request uses, so that the idle figure holds them."""
+    for name, stems in separator.plan.resolve(settings).uses.items():
+        model = separator.model(name)
+        if hasattr(model, "checkpoint"):
+            model.checkpoint.ensure_heads(model.spec.stem_names().index(stem) for stem in stems)
+
+
+def measure(separator: Separator, song: Path, settings: SeparationSettings, out_dir: Path) -> dict:
+    """Separate `song` once; the figures in bytes and seconds."""
+    load_everything(separator, settings)
     gc.collect()
     start = time.perf_counter()
     with MemoryMonitor() as monitor:
         recorder = StageRecorder(monitor)
-        separator.separate_file(song, out_dir, settings, recorder)
-    wall = time.perf_counter() - start
-    ratio = (monitor.peak_bytes - monitor.idle_bytes) / input_bytes
-    print(f"\n[{mode}] {len(stems)} output stems ({', '.join(stems)}), {wall:.0f} s wall, {load_average()}")
-    print(f"  input float32 size: {input_bytes / GIB:.3f} GiB")
-    print(f"  idle RSS:           {monitor.idle_bytes / GIB:.3f} GiB")
-    print(f"  peak RSS:           {monitor.peak_bytes / GIB:.3f} GiB")
-    verdict = "met" if ratio <= target else "NOT met"
-    print(f"  (peak - idle) / input = {ratio:.2f}   target <= {target} (stems + 3): {verdict}")
-    source = "kernel high-water mark per stage + sampling" if monitor.kernel_mark else "sampling only"
-    print(f"  per stage, (stage peak - idle) / input ({source}):")
-    for stage, peak in monitor.stage_peaks.items():
-        seconds_text = f", {recorder.stage_seconds[stage]:.1f} s" if stage in recorder.stage_seconds else ""
-        print(f"    {stage:20s} {(peak - monitor.idle_bytes) / input_bytes:6.2f}{seconds_text}")
-
-
-def print_gpu_bound(settings: SeparationSettings, roformer_batch: int, demucs_batch: int) -> None:
-    """What sits on the device at once, for the real geometries: no term grows with the track."""
-    batch_bytes = roformer_batch * 2 * settings.chunk_samples * BYTES_PER_SAMPLE
-    segment_samples = int(SAMPLE_RATE * HTDEMUCS_SEGMENT_SECONDS)
-    segment_bytes = 2 * segment_samples * BYTES_PER_SAMPLE
-    print("\nGPU memory does not grow with the track (code reading of the two loops):")
-    print(
-        "  BS-RoFormer: separate_chunked moves one batch "
-        f"[{roformer_batch}, 2, {settings.chunk_samples}] = {batch_bytes / 2**20:.1f} MiB to the device "
-        "at a time and brings its estimates back to the host while the next batch runs; the padded track, "
-        "the output accumulator and the window sums stay on the host. Activations depend on batch size "
-        "and chunk length only."
-    )
-    print(
-        "  Demucs: DemucsSeparator cuts, normalises and pads each segment on the host and moves "
-        f"[{demucs_batch}, 2, {segment_samples}] ({demucs_batch * segment_bytes / 2**20:.1f} "
-        "MiB) to the device per forward pass; only the wanted sources of each output "
-        f"(at most [{demucs_batch}, 6, 2, {segment_samples}]) come back, into a one-segment "
-        "cross-fade buffer and the output on the host."
-    )
+        for _ in separator.stems_as_written(song, out_dir, settings, recorder):
+            pass
+    return {
+        "extra": monitor.peak_bytes - monitor.idle_bytes,
+        "idle": monitor.idle_bytes,
+        "wall": time.perf_counter() - start,
+        "stages": {stage: peak - monitor.idle_bytes for stage, peak in monitor.stage_peaks.items()},
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--minutes", type=float, default=60.0, help="length of the generated song (default 60)"
-    )
-    parser.add_argument("--modes", nargs="+", default=["vocals_instrumental", "all_4"])
-    parser.add_argument("--format", default="flac", choices=["flac", "wav"], help="input file format")
+    parser.add_argument("--minutes", type=float, nargs="+", default=[2.0, 10.0, 30.0])
+    parser.add_argument("--cases", nargs="+", default=list(CASES), help=f"of {', '.join(CASES)}")
     args = parser.parse_args()
-    seconds = args.minutes * 60
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, {load_average()}")
+    results: dict[str, dict[float, dict]] = {case: {} for case in args.cases}
     with tempfile.TemporaryDirectory(prefix="long-song-memory-") as folder:
         scratch = Path(folder)
-        weights_dir = write_tiny_weights(scratch / "weights")
-        start = time.perf_counter()
-        song = write_long_song(scratch / f"song.{args.format}", seconds)
-        print(
-            f"input: {args.minutes:g} min generated song, {song.stat().st_size / 1e6:.0f} MB {args.format}, "
-            f"written in {time.perf_counter() - start:.0f} s"
-        )
-        separator = Separator(weights_dir, "cpu")
-        for mode in args.modes:
-            measure_mode(separator, song, mode, seconds, scratch / "out")
-        print_gpu_bound(
-            SeparationSettings(),
-            separator.model("bs_roformer_vocals").inference["batch_size"],
-            separator.model("htdemucs_ft").spec.batch_size,
-        )
+        separator = Separator(write_tiny_weights(scratch / "weights"), "cpu")
+        for minutes in args.minutes:
+            seconds = minutes * 60
+            song = write_long_song(scratch / "song.flac", seconds)
+            input_gib = round(seconds * SAMPLE_RATE) * 2 * BYTES_PER_SAMPLE / GIB
+            print(f"\n{minutes:g} min song, decoded input {input_gib:.3f} GiB, {load_average()}")
+            for case in args.cases:
+                figures = measure(separator, song, case_settings(separator, case, seconds), scratch / "out")
+                results[case][minutes] = figures
+                stages = ", ".join(f"{stage} {extra / GIB:.2f}" for stage, extra in figures["stages"].items())
+                verdict = "met" if figures["extra"] / GIB <= TARGET_GIB else "NOT met"
+                print(
+                    f"  {case:20s} peak - idle {figures['extra'] / GIB:6.3f} GiB ({verdict}; idle "
+                    f"{figures['idle'] / GIB:.2f} GiB), {figures['wall']:.0f} s; per stage: {stages}"
+                )
+            song.unlink()
+
+    if len(args.minutes) > 1:
+        first, last = min(args.minutes), max(args.minutes)
+        input_growth = (last - first) * 60 * SAMPLE_RATE * 2 * BYTES_PER_SAMPLE / GIB
+        print(f"\ngrowth from {first:g} to {last:g} min (decoded input grows {input_growth:.3f} GiB):")
+        for case, by_minutes in results.items():
+            growth = (by_minutes[last]["extra"] - by_minutes[first]["extra"]) / GIB
+            print(f"  {case:20s} {growth:+.3f} GiB = {growth / input_growth:.2f} x the input's growth")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """End-to-end separation speed and memory, through the code path a prediction takes.
 
 A generated stereo song (default 300 s) is written as a 16-bit WAV and separated by
-`Separator.separate_file` (what `predict.py` -> `SeparationService.predict` calls) with full-size random
+`Separator.stems_as_written` (what `predict.py` -> `SeparationService.predict` calls) with full-size random
 weights (`benchmarks/full_size_weights.py`; weights do not change speed), once per `stems` mode. For each
 mode it prints the wall time of every stage, the real-time factor (wall time / audio time), the host
 memory high-water mark (the kernel's VmHWM, reset per stage, and a sampling thread), and on CUDA the peak
@@ -41,11 +41,12 @@ import separation.pipeline as pipeline_module
 from benchmarks.full_size_weights import DEFAULT_DIR, write_full_size_weights
 from benchmarks.reference_demix import reference_bs_roformer, reference_demix, use_msst_attention_kernels
 from fixtures.songs import write_long_song
+from fixtures.spans import chunked_output
 from separation.chunking import separate_chunked
 from separation.pipeline import Separator
-from separation.plan import PLAN_FILE_NAME, RoformerSpec
+from separation.plan import PLAN_FILE_NAME
 from separation.progress import Reporter
-from separation.roformer_checkpoint import load_config
+from separation.roformer_model import RoformerSpec
 from separation.samplerate import SAMPLE_RATE
 from separation.settings import OutputSettings, SeparationSettings
 
@@ -160,7 +161,7 @@ def read_with_soundfile(path, *, max_duration_seconds: float = 1800.0, **_) -> n
 
 
 def choose_decoder(name: str) -> Callable:
-    """The decode function separate_file will call: ffmpeg's (the real one) or the soundfile stand-in."""
+    """The decode function the pipeline will call: ffmpeg's (the real one) or the soundfile stand-in."""
     has_ffmpeg = shutil.which("ffmpeg") is not None and shutil.which("ffprobe") is not None
     if name == "ffmpeg" or (name == "auto" and has_ffmpeg):
         return pipeline_module.decode_audio
@@ -248,7 +249,8 @@ def run_mode(
     with MemoryMonitor() as monitor, mock.patch.object(pipeline_module, "decode_audio", decoder):
         recorder = StageRecorder(monitor)
         start = time.perf_counter()
-        separator.separate_file(song, out_dir, settings, recorder)
+        for _ in separator.stems_as_written(song, out_dir, settings, recorder):
+            pass
         synchronize(device)
         wall = time.perf_counter() - start
     _, gpu_peak = gpu_bytes(device)
@@ -325,18 +327,19 @@ def compare_reference(
     """
     device = separator.device
     name = next(n for n, spec in separator.plan.models.items() if isinstance(spec, RoformerSpec))
-    ours_model = separator.model(name)
-    ours, ours_batch_size = ours_model.model, settings.batch_size or ours_model.inference["batch_size"]
-    config = load_config(separator.plan.models[name].config)
-    reference = reference_bs_roformer(config["model"])
+    spec = separator.plan.models[name]
+    ours, ours_batch_size = separator.model(name).checkpoint.model, spec.batch_size(settings)
+    reference = reference_bs_roformer(spec.settings["model"])
     reference.load_state_dict(ours.state_dict(), strict=True)
     reference = reference.to(device).eval()
     low = resolved_precision(settings.precision, device)
     audio_seconds = mix.shape[-1] / SAMPLE_RATE
 
     def run_ours(precision: str, audio: torch.Tensor, batch_size: int = ours_batch_size) -> torch.Tensor:
-        return separate_chunked(
-            ours, audio, device, settings.chunk_samples, settings.overlap_samples, batch_size, precision
+        return chunked_output(
+            separate_chunked(
+                ours, audio, device, settings.chunk_samples, settings.overlap_samples, batch_size, precision
+            )
         )
 
     def run_reference(use_amp: bool, audio: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,7 @@ from fixtures.songs import song_block
 from separation.chunking import autocast_context
 from separation.roformer import BSRoformer
 from separation.roformer_checkpoint import load_config
+from separation.settings import SeparationSettings
 
 VIPERX_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "config_bs_roformer_vocals.yaml"
 
@@ -74,7 +75,7 @@ def main() -> None:
 
     torch.manual_seed(0)
     config = load_config(VIPERX_CONFIG)
-    chunk_samples = config["inference"]["chunk_samples"]
+    chunk_samples = SeparationSettings().chunk_samples  # the request's default chunk (the training chunk)
     ours = BSRoformer(**config["model"]).eval()
     reference = reference_bs_roformer(config["model"]).eval()
     reference.load_state_dict(ours.state_dict(), strict=True)

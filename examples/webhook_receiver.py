@@ -5,13 +5,19 @@ which sends the instrumental stem on to transcription.
 
 Run it::
 
+    pip install -r examples/requirements.txt   # standardwebhooks
     export REPLICATE_WEBHOOK_SECRET=whsec_...
     python examples/webhook_receiver.py --port 8000 --db predictions.sqlite3
 
 The secret is the account's webhook signing key: ``GET https://api.replicate.com/v1/webhooks/default/secret``
 (with ``Authorization: Bearer $REPLICATE_API_TOKEN``) returns ``{"key": "whsec_..."}``. The server binds to
 127.0.0.1 by default; expose it to Replicate over HTTPS (a reverse proxy or tunnel), or pass
-``--host 0.0.0.0``. Replicate does not follow redirects, so register the exact URL.
+``--host 0.0.0.0``. Replicate does not follow redirects, so register the exact URL. Every rejected request
+is logged at WARNING with its reason.
+
+A self-hosted runtime (``cog serve``, or the image run anywhere) sends its webhooks unsigned, and this
+receiver rejects those. To test locally, give the runtime the URL of ``examples/signing_relay.py``, which
+signs each webhook with the same secret and passes it on.
 
 Register the webhook when creating the prediction::
 
@@ -323,6 +329,7 @@ class WebhookHandler(BaseHTTPRequestHandler):
             status, body, succeeded, new_stems = self._receive()
         except Rejected as exc:
             status, body, headers = exc.status, {"error": str(exc)}, exc.headers
+            log.warning("rejected %s %s with %d: %s", self.command, self.path, status, exc)
         except Exception:
             log.exception("error while handling POST %s", self.path)
             status, body, headers = HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal error"}, {}
@@ -359,6 +366,12 @@ class WebhookHandler(BaseHTTPRequestHandler):
         if urlsplit(self.path).path != self.server.webhook_path:
             raise Rejected(HTTPStatus.NOT_FOUND, "not found")
         missing = [name for name in SIGNATURE_HEADERS if not self.headers.get(name)]
+        if len(missing) == len(SIGNATURE_HEADERS):
+            raise Rejected(
+                HTTPStatus.BAD_REQUEST,
+                "unsigned request (a self-hosted Cog runtime sends webhooks unsigned: "
+                "put examples/signing_relay.py in between)",
+            )
         if missing:
             raise Rejected(HTTPStatus.BAD_REQUEST, f"missing header(s): {', '.join(missing)}")
         try:

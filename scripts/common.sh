@@ -21,3 +21,23 @@ run_pytest() {
     fi
     return "$status"
 }
+
+# Node.js and npm from apt where they are missing (the Worker example in examples/worker needs them).
+ensure_node() {
+    command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 && return
+    local sudo_cmd=""
+    [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq nodejs npm >/dev/null
+}
+
+# The Worker example: install from its lockfile, type-check, build and run its tests in workerd.
+# Runs before pytest: tests/test_worker_e2e.py serves the built Worker.
+run_worker_tests() {
+    (
+        cd examples/worker
+        npm ci --no-audit --no-fund --loglevel=error
+        npm run --silent check
+        npm test
+    )
+}

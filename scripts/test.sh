@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 source scripts/common.sh
 
 ensure_ffmpeg
+ensure_node
 
 venv="${VENV:-.venv}"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
@@ -15,5 +16,7 @@ venv="${VENV:-.venv}"
 
 "$venv/bin/ruff" check .
 "$venv/bin/ruff" format --check .
+
+run_worker_tests
 
 run_pytest "$PWD/$venv" "$@"

@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = settings_from_args(args)
         out_dirs = output_folders(args.inputs, args.out)
-        StemPlan.for_weights(weights_dir).resolve(settings.stems, settings.extra_stems)  # before models load
+        StemPlan.for_weights(weights_dir).resolve(settings)  # before models load
         separator = Separator(weights_dir, args.device)
     except SeparationError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {path}: {error}", file=sys.stderr)
             failures += 1
             continue
-        order = separator.plan.resolve(settings.stems, settings.extra_stems).order
+        order = separator.plan.resolve(settings).order
         stems.sort(key=lambda stem: order.index(stem.name))
         print(report_table(stems))
         if args.json:

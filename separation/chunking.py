@@ -16,33 +16,31 @@ the window sum is at its full value: no fade to zero at the edges, and no divisi
 weight.
 
 Because all chunks share one window, the output does not depend on how chunks are batched.
-The track and the output stay in host memory; one batch of chunks is computed on the device at
-a time. On CUDA the host work overlaps the device's: a batch's estimates are copied back
-asynchronously and added into the output while the next batch is computed. The loop between
-batches is Python, so a cancelled prediction stops within two batches.
+One batch of chunks is computed on the device at a time. On CUDA the host work overlaps the
+device's: a batch's estimates are copied back asynchronously and added while the next batch is
+computed. The loop between batches is Python, so a cancelled prediction stops within two batches.
 
-Output samples become final progressively: once a batch is added, no later chunk reaches a sample
-before the next chunk's start, so those samples are divided by their weight there and then (each
-exactly once, so the result does not depend on when) and can be handed on (`on_final`), e.g. to
-an encoder that runs while the device computes the rest.
+Output becomes final progressively: once a batch is added, no later chunk reaches a sample before
+the next chunk's start, so those samples are divided by their weight there and then and yielded.
+Only what is not final yet is kept (the samples the last batch reached beyond the next chunk's
+start, one chunk and a batch of steps at most), so host memory does not grow with the track.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from .errors import SettingsError
-from .settings import PRECISIONS, check_batch_size, check_chunking
+from .model_base import Progress
+from .settings import check_batch_size, check_chunking
 
 CROSSFADE_RAMP_FRACTION = 0.1  # each ramp of a crossfade lasts this fraction of the overlap
-
-ProgressCallback = Callable[[int, int], None]  # (chunks done, chunks in total)
-FinalCallback = Callable[[int, torch.Tensor], None]  # (first sample, final block [stems, channels, n])
 
 
 def crossfade(fade_samples: int) -> torch.Tensor:
@@ -85,9 +83,8 @@ def pad_reflect_then_zero(waveform: torch.Tensor, left: int, right: int) -> torc
 
 
 def autocast_context(device: torch.device, precision: str):
-    """The autocast region for a precision: fp16 on CUDA by default, fp32 on CPU by default."""
-    if precision not in PRECISIONS:
-        raise SettingsError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    """The autocast region for a precision of settings.PRECISIONS: fp16 on CUDA by default, fp32 on CPU by
+    default."""
     if precision == "auto":
         precision = "fp16" if device.type == "cuda" else "fp32"
     if precision == "fp32":
@@ -114,6 +111,54 @@ def start_copy_to_host(estimates: torch.Tensor) -> tuple[torch.Tensor, torch.cud
     return host, copied
 
 
+@dataclass(frozen=True)
+class FinalBlock:
+    """Samples first_sample .. first_sample + n - 1 of every stem, final: block [stems, channels, n]
+    float32 on the CPU, never written to afterwards."""
+
+    first_sample: int
+    block: torch.Tensor
+
+
+class _PendingOutput:
+    """The not yet final part of the overlap-add: padded samples [start, start + samples) of the estimate
+    sum [stems, channels, samples] and of the window sum [samples]."""
+
+    def __init__(self, start: int):
+        self.start = start
+        self.sums: torch.Tensor | None = None  # [stems, channels, samples], allocated by the first batch
+        self.weights = torch.zeros(0)  # [samples]
+
+    def extend(self, end: int, stems: int, channels: int) -> None:
+        """Grow the buffers with zeros so they reach padded sample `end`."""
+        grow = end - self.start - self.weights.shape[0]
+        if grow <= 0:
+            return
+        if self.sums is None:
+            self.sums = torch.zeros(stems, channels, 0)
+        self.sums = torch.cat([self.sums, self.sums.new_zeros(stems, channels, grow)], dim=-1)
+        self.weights = torch.cat([self.weights, self.weights.new_zeros(grow)])
+
+    def add(self, start: int, estimate: torch.Tensor, window: torch.Tensor) -> None:
+        """Add one chunk's estimate [stems, channels, chunk] times `window` [chunk] at padded `start`."""
+        span = slice(start - self.start, start - self.start + window.shape[0])
+        self.sums[..., span] += estimate * window
+        self.weights[span] += window
+
+    def take(self, end: int) -> torch.Tensor:
+        """Padded samples [start, end) divided by their weight, as a new tensor; they leave the buffer."""
+        count = end - self.start
+        final = self.sums[..., :count] / self.weights[:count]  # [stems, channels, count]
+        self.drop(end)
+        return final
+
+    def drop(self, end: int) -> None:
+        """Let padded samples [start, end) leave the buffer unused."""
+        count = end - self.start
+        self.sums, self.weights = self.sums[..., count:].clone(), self.weights[count:].clone()
+        self.start = end
+
+
 @torch.inference_mode()
 def separate_chunked(
     model: Callable[[torch.Tensor], torch.Tensor],
@@ -123,17 +168,12 @@ def separate_chunked(
     overlap_samples: int,
     batch_size: int = 4,
     precision: str = "auto",
-    progress: ProgressCallback | None = None,
-    on_final: FinalCallback | None = None,
-) -> torch.Tensor:
+) -> Iterator[Progress | FinalBlock]:
     """Apply `model` ([batch, channels, samples] -> [batch, stems, channels, samples]) to a track.
 
-    waveform: [channels, samples] float32 on the CPU. Returns [stems, channels, samples] float32
-    on the CPU. `progress(done, total)` is called after every batch of chunks. `on_final(first,
-    block)` receives the output in order as it becomes final, in contiguous spans that cover every
-    sample once: block is [stems, channels, n] float32 on the CPU, a view of the returned tensor
-    holding samples first .. first + n - 1, which never changes afterwards. It is called on this
-    thread, between batches, so it should only hand the block on.
+    waveform: [channels, samples] float32 on the CPU. Yields, in order, `Progress(0, chunks)` at once,
+    then after every batch of chunks `Progress(done, chunks)` and the `FinalBlock`s that batch made final:
+    contiguous spans that cover every sample of the track once, in order.
     """
     check_chunking(chunk_samples, overlap_samples)
     check_batch_size(batch_size)
@@ -149,48 +189,40 @@ def separate_chunked(
     padded = pad_reflect_then_zero(waveform.float(), overlap_samples, right_pad_samples)
     window = chunk_window(chunk_samples, overlap_samples)  # [chunk]
     real_end = overlap_samples + num_samples  # the track is padded[..., overlap_samples:real_end]
-
-    output: torch.Tensor | None = None  # [stems, channels, padded_samples]
-    weight = torch.zeros(padded_samples)  # [padded_samples]
+    pending = _PendingOutput(start=0)
     done = 0
-    final_end = overlap_samples  # padded samples of the track before this one are final
 
-    def finalise(until: int) -> None:
-        """Divide the track's samples from `final_end` to padded index `until` by their weight; emit them."""
-        nonlocal final_end
-        until = min(until, real_end)
-        if until <= final_end:
-            return
-        span = slice(final_end, until)
-        output[..., span] /= weight[span]
-        if on_final is not None:
-            on_final(final_end - overlap_samples, output[..., span])
-        final_end = until
-
-    def add_to_output(batch_starts: list[int], estimates: torch.Tensor, copied) -> None:
-        """Overlap-add a batch's estimates [b, stems, channels, chunk] once their copy has arrived."""
-        nonlocal output, done
+    def add_to_output(batch_starts: list[int], estimates: torch.Tensor, copied) -> Iterator:
+        """Overlap-add a batch's estimates [b, stems, channels, chunk] once their copy has arrived; yield
+        the progress and what became final."""
+        nonlocal done
         if copied is not None:
             copied.synchronize()
-        if output is None:
-            output = torch.zeros(estimates.shape[1], waveform.shape[0], padded_samples)
+        pending.extend(batch_starts[-1] + chunk_samples, estimates.shape[1], waveform.shape[0])
         for start, estimate in zip(batch_starts, estimates, strict=True):
-            output[..., start : start + chunk_samples] += estimate * window
-            weight[start : start + chunk_samples] += window
+            pending.add(start, estimate, window)
         done += len(batch_starts)
-        finalise(starts[done] if done < len(starts) else real_end)  # no later chunk reaches back further
-        if progress is not None:
-            progress(done, len(starts))
+        yield Progress(done, len(starts))
+        final_end = min(starts[done] if done < len(starts) else real_end, real_end)  # no chunk reaches back
+        if final_end > overlap_samples:  # the track begins after the left padding
+            if pending.start < overlap_samples:
+                pending.drop(overlap_samples)
+            if final_end > pending.start:
+                first_sample = pending.start - overlap_samples
+                yield FinalBlock(first_sample, pending.take(final_end))
 
-    in_flight = None  # the previous batch, still being computed or copied back
+    yield Progress(0, len(starts))
+    in_flight = None  # on CUDA: the previous batch, still being computed or copied back
     with autocast_context(device, precision):
         for first in range(0, len(starts), batch_size):
             batch_starts = starts[first : first + batch_size]
             chunks = torch.stack([padded[:, s : s + chunk_samples] for s in batch_starts])  # [b, c, chunk]
             estimates = model(to_device(chunks, device)).float()  # [b, stems, c, chunk] on the device
             if in_flight is not None:
-                add_to_output(*in_flight)  # while the device works on this batch
+                yield from add_to_output(*in_flight)  # while the device works on this batch
             in_flight = (batch_starts, *start_copy_to_host(estimates))
-        add_to_output(*in_flight)
-
-    return output[..., overlap_samples:real_end]  # a view: no second track-sized buffer (padding: seconds)
+            if device.type != "cuda":  # nothing runs beside the host work: add the batch now
+                yield from add_to_output(*in_flight)
+                in_flight = None
+        if in_flight is not None:
+            yield from add_to_output(*in_flight)

@@ -5,8 +5,10 @@ deviation of its channel average, run through each sub-model the way `demucs.app
 (shift trick, overlapping segments cross-faded by a triangular weight), combined with the bag weights, and
 scaled back. The loop is our own so that host memory stays small: each segment is cut from the mix,
 normalised and zero-padded on its own (no normalised, padded or shifted copy of the track), only the rows
-of the requested sources are kept, and each finished part of a pass is added straight into the one output
-buffer [1, wanted, channels, samples]. The numbers are apply_model's: every sample is summed, weighted
+of the requested sources are kept, and each finished part of a pass is added straight into its source's
+output buffer [channels, samples], which is handed over (and can be freed) as soon as the last sub-model that
+contributes to it has run: with htdemucs_ft's one specialist per source, one source buffer at a time. The
+numbers are apply_model's: every sample is summed, weighted
 and divided in the same order. They are bit-identical when each requested source comes from one sub-model
 with a bag weight over `shifts` that is a power of two (htdemucs_ft and htdemucs_6s with shifts 0, 1, 2
 or 4), and equal up to float rounding otherwise.
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import groupby
@@ -34,17 +36,15 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from demucs.apply import BagOfModels
 from demucs.utils import center_trim
 
 from .demucs_bag import load_bag
-from .errors import AudioError, SettingsError, WeightsError, non_finite_output_error
+from .errors import AudioError, SettingsError, WeightsError
+from .model_base import Progress, StemSpan
 from .settings import check_batch_size
 
 SHIFT_RANGE_SECONDS = 0.5  # apply_model shifts the track by a random offset in [0, 0.5 s] per shift
 NORMALISATION_EPSILON = 1e-8  # added to the standard deviation, as in demucs.api
-
-ProgressCallback = Callable[[int, int], None]
 
 
 @contextmanager
@@ -164,16 +164,17 @@ def _check_mix(mix: object, channels: int) -> None:
 
 
 class DemucsSeparator:
-    """Holds loaded bags by name; loads a bag on first use and then keeps it (lazy).
+    """One Demucs bag, loaded from `bag_dir` onto `device`, applied as demucs.api applies it.
 
-    `shifts` and `overlap` mean what `demucs.apply.apply_model`'s arguments mean; `seed` seeds the
-    shift offsets so the same request gives the same output. Bags are kept on `device`; the track and the
+    `shifts` and `overlap` mean what `demucs.apply.apply_model`'s arguments mean; `seed` seeds the shift
+    offsets so the same request gives the same output. The bag stays on `device`; the track and the
     outputs stay in host memory, and only segments go to the device.
     """
 
     def __init__(
         self,
         bag_dir: Path,
+        name: str,
         device: torch.device | str,
         *,
         shifts: int = 1,
@@ -185,27 +186,17 @@ class DemucsSeparator:
             self.device = torch.device(device)
         except (RuntimeError, TypeError) as exc:
             raise SettingsError(f"unknown device {device!r}") from exc
-        self.bag_dir = Path(bag_dir)
+        self.name = name
         self.shifts = shifts
         self.overlap = float(overlap)
         self.seed = seed
-        self._bags: dict[str, BagOfModels] = {}
-        # Loading and the seeded use of the process-wide `random` must not interleave between threads.
-        self._lock = threading.RLock()
+        self.bag = load_bag(name, Path(bag_dir), self.device)
+        # The seeded use of the process-wide `random` must not interleave between threads.
+        self._lock = threading.Lock()
 
-    def _bag(self, name: str) -> BagOfModels:
-        """The loaded bag `name`, loading it on first use."""
-        with self._lock:
-            if name not in self._bags:
-                self._bags[name] = load_bag(name, self.bag_dir, self.device)
-            return self._bags[name]
-
-    def preload(self, name: str) -> None:
-        """Load bag `name` now (a no-op if it is already loaded)."""
-        self._bag(name)
-
-    def _source_indices(self, bag: BagOfModels, name: str, wanted: Sequence[str]) -> list[int]:
+    def _source_indices(self, wanted: Sequence[str]) -> list[int]:
         """Indices into `bag.sources` of the wanted sources, in request order, without repeats."""
+        bag, name = self.bag, self.name
         if isinstance(wanted, str) or not wanted:
             raise SettingsError(f"ask for a non-empty list of sources of '{name}': {', '.join(bag.sources)}")
         unknown = [source for source in wanted if source not in bag.sources]
@@ -220,86 +211,68 @@ class DemucsSeparator:
         return indices
 
     def separate(
-        self,
-        name: str,
-        mix: torch.Tensor,
-        wanted: Sequence[str],
-        progress: ProgressCallback | None = None,
-        batch_size: int = 1,
-    ) -> dict[str, torch.Tensor]:
-        """Separate `mix` with bag `name` and return the wanted sources only.
+        self, mix: torch.Tensor, wanted: Sequence[str], batch_size: int = 1
+    ) -> Iterator[Progress | StemSpan]:
+        """Separate `mix` with the bag, yielding the wanted sources only.
 
-        mix: float32 [2, samples] at 44.1 kHz (moved to the CPU if it is elsewhere).
-        Returns {source: float32 [2, samples] on the CPU}, in the order of `wanted`.
-        progress(done, total) is called after every segment. `total` is fixed up front: the segments of all
-        sub-models that run, counting for each shift the segment its random offset may add; where an offset
-        spares it, `done` skips ahead when that sub-model finishes, and the last call has done == total.
-        Raising from `progress` stops the separation before the next forward pass.
-        `batch_size` segments of equal length go through the model in one forward pass: it sets speed and
-        device memory, not the output (equal to one segment at a time up to float rounding).
+        mix: float32 [2, samples] at 44.1 kHz (moved to the CPU if it is elsewhere). Yields `Progress` after
+        every segment, and each wanted source as one whole `StemSpan` (float32 [2, samples] on the CPU) as
+        soon as no sub-model left to run contributes to it, so its memory can go before the next one's is
+        needed. `total` is fixed up front: the segments of all sub-models that run, counting for each shift
+        the segment its random offset may add; where an offset spares it, `done` skips ahead when that
+        sub-model finishes, and the last Progress has done == total. Closing the generator stops the
+        separation before the next forward pass. `batch_size` segments of equal length go through the
+        model in one forward pass: it sets speed and device memory, not the output (equal to one segment at
+        a time up to float rounding).
         """
         check_batch_size(batch_size)
-        bag = self._bag(name)
-        source_indices = self._source_indices(bag, name, wanted)
-        _check_mix(mix, bag.audio_channels)
-        mix = mix.cpu()  # [channels, samples]
-        track = _NormalisedTrack.of(mix)
+        source_indices = self._source_indices(wanted)
+        _check_mix(mix, self.bag.audio_channels)
+        track = _NormalisedTrack.of(mix.cpu())  # [channels, samples]
         with self._lock, _seeded_python_random(self.seed):
-            estimates = self._apply_bag(name, bag, track, source_indices, progress, batch_size)
-        estimates.mul_(track.scale).add_(track.mean)  # [1, wanted, channels, samples]
-        return {bag.sources[k]: estimates[0, j] for j, k in enumerate(source_indices)}
+            yield from self._apply_bag(track, source_indices, batch_size)
 
     def _apply_bag(
-        self,
-        name: str,
-        bag: BagOfModels,
-        track: _NormalisedTrack,
-        source_indices: list[int],
-        progress: ProgressCallback | None,
-        batch_size: int,
-    ) -> torch.Tensor:
-        """The wanted sources as BagOfModels under apply_model gives them, running only the sub-models that
-        contribute to them.
+        self, track: _NormalisedTrack, source_indices: list[int], batch_size: int
+    ) -> Iterator[Progress | StemSpan]:
+        """The wanted sources as BagOfModels under apply_model gives them, scaled back to the mix, running
+        only the sub-models that contribute to them; each source yielded once its last contributor ran.
 
-        Returns the weighted average over the sub-models of the normalised estimates,
-        [1, len(source_indices), channels, samples] on the CPU. Expects `random` freshly seeded. Progress
-        counts segments against an upper bound fixed up front, and jumps to each sub-model's full share when
-        that sub-model finishes.
+        Expects `random` freshly seeded. Progress counts segments against an upper bound fixed up front, and
+        jumps to each sub-model's full share when that sub-model finishes.
         """
-        samples = track.samples
-        run_indices = [
-            i for i, weights in enumerate(bag.weights) if any(weights[k] != 0 for k in source_indices)
-        ]
+        bag, samples = self.bag, track.samples
+        contributors = {  # source -> the sub-models that contribute to it
+            k: [i for i, weights in enumerate(bag.weights) if weights[k] != 0] for k in source_indices
+        }
         model_passes = {
-            i: _max_forward_passes(bag.models[i], samples, self.shifts, self.overlap) for i in run_indices
+            i: _max_forward_passes(bag.models[i], samples, self.shifts, self.overlap)
+            for i in sorted({i for models in contributors.values() for i in models})
         }
         total_passes, done_passes = sum(model_passes.values()), 0
-
-        def report(done: int) -> None:
-            nonlocal done_passes
-            done_passes = done
-            if progress is not None:
-                progress(done_passes, total_passes)
-
-        def on_forward() -> None:
-            report(done_passes + 1)
-
-        estimates = torch.zeros(1, len(source_indices), *track.mix.shape)  # [1, wanted, channels, samples]
+        estimates: dict[int, torch.Tensor] = {}  # source -> its weighted sum so far, [channels, samples]
         finished_passes = 0
+        yield Progress(0, total_passes)
         for model_index, (model, weights) in enumerate(zip(bag.models, bag.weights, strict=True)):
             if model_index not in model_passes:
                 self._replay_sub_model_draws(model, samples)
                 continue
-            targets = [j for j, k in enumerate(source_indices) if weights[k] != 0]
-            rows = [source_indices[j] for j in targets]
+            rows = [k for k in source_indices if weights[k] != 0]
+            for k in rows:
+                estimates.setdefault(k, torch.zeros(track.mix.shape))
             scales = [weights[k] / max(self.shifts, 1) for k in rows]
-            self._add_sub_model(name, model, track, rows, targets, scales, estimates, on_forward, batch_size)
+            targets = [estimates[k] for k in rows]
+            for _ in self._add_sub_model(model, track, rows, targets, scales, batch_size):
+                done_passes += 1
+                yield Progress(done_passes, total_passes)
             finished_passes += model_passes[model_index]
             if done_passes < finished_passes:  # a shift offset spared a segment of the bound
-                report(finished_passes)
-        for j, k in enumerate(source_indices):
-            estimates[:, j] /= sum(weights[k] for weights in bag.weights)
-        return estimates
+                done_passes = finished_passes
+                yield Progress(done_passes, total_passes)
+            for k in [k for k in source_indices if k in estimates and contributors[k][-1] == model_index]:
+                source = estimates.pop(k)  # [channels, samples]
+                source /= sum(weights[k] for weights in bag.weights)
+                yield StemSpan(0, {bag.sources[k]: source.mul_(track.scale).add_(track.mean)})
 
     def _shift_leads(self, model: torch.nn.Module) -> Iterator[int]:
         """For each pass of `model` over the track, how many zeros come before it (the shift trick).
@@ -323,35 +296,28 @@ class DemucsSeparator:
 
     def _add_sub_model(
         self,
-        name: str,
         model: torch.nn.Module,
         track: _NormalisedTrack,
         rows: list[int],
-        targets: list[int],
+        targets: list[torch.Tensor],
         scales: list[float],
-        estimates: torch.Tensor,
-        on_forward: Callable[[], None],
         batch_size: int,
-    ) -> None:
-        """Add scales[r] x `model`'s estimate of source rows[r] into estimates[:, targets[r]], in place.
+    ) -> Iterator[None]:
+        """Add scales[r] x `model`'s estimate of source rows[r] into targets[r] ([channels, samples] on the
+        CPU), in place, yielding after each segment.
 
-        estimates: [1, wanted, channels, samples] on the CPU. Each pass reads the track from `lead` samples
-        before its start (zeros there), and what the pass finishes is added at once, less the samples that
-        fall in the lead (apply_model trims them). A block with NaN or infinite samples stops the run at
-        once with the error that names bag `name`.
+        Each pass reads the track from `lead` samples before its start (zeros there), and what the pass
+        finishes is added at once, less the samples that fall in the lead (apply_model trims them).
         """
         for lead in self._shift_leads(model):
-            for first, block in self._pass_blocks(
-                model, track, -lead, lead + track.samples, rows, on_forward, batch_size
-            ):
-                if not torch.isfinite(block).all():
-                    raise non_finite_output_error(name)
+            blocks = self._pass_blocks(model, track, -lead, lead + track.samples, rows, batch_size)
+            for first, block in blocks:
                 skip = max(0, -first)  # samples of the block that fall in the lead
-                if skip >= block.shape[-1]:
-                    continue
                 end = first + block.shape[-1]
-                for row, (target, scale) in enumerate(zip(targets, scales, strict=True)):
-                    estimates[0, target, :, first + skip : end].add_(block[0, row, :, skip:], alpha=scale)
+                if skip < block.shape[-1]:
+                    for row, (target, scale) in enumerate(zip(targets, scales, strict=True)):
+                        target[:, first + skip : end].add_(block[0, row, :, skip:], alpha=scale)
+                yield
 
     def _pass_blocks(
         self,
@@ -360,7 +326,6 @@ class DemucsSeparator:
         start: int,
         samples: int,
         rows: list[int],
-        on_forward: Callable[[], None],
         batch_size: int,
     ) -> Iterator[tuple[int, torch.Tensor]]:
         """One pass of `model` over track samples [start, start + samples), as apply_model with shifts=0.
@@ -381,7 +346,7 @@ class DemucsSeparator:
         for first in range(0, len(offsets), batch_size):
             batch_offsets = offsets[first : first + batch_size]
             spans = [(start + offset, min(segment_samples, samples - offset)) for offset in batch_offsets]
-            outs = self._forward(model, track, spans, rows, on_forward)  # on the device
+            outs = self._forward(model, track, spans, rows)  # on the device
             for offset, (_, length), out in zip(batch_offsets, spans, outs, strict=True):
                 pending[..., :length] += (weight[:length] * out).cpu()
                 pending_weight[:length] += host_weight[:length]
@@ -398,14 +363,13 @@ class DemucsSeparator:
         track: _NormalisedTrack,
         spans: list[tuple[int, int]],
         rows: list[int],
-        on_forward: Callable[[], None],
     ) -> list[torch.Tensor]:
         """`model` on track samples [start, start + samples) of each (start, samples) span, sources `rows`.
 
         Each input is widened on both sides to the model's valid length (track samples where there are any,
         zeros elsewhere) and its output trimmed back, as apply_model does. Spans of equal valid length
-        share one forward pass; `random` still moves as it would over one pass per span. on_forward() is
-        called once per span. Returns one [1, len(rows), channels, samples] tensor per span, on `self.device`.
+        share one forward pass; `random` still moves as it would over one pass per span. Returns one
+        [1, len(rows), channels, samples] tensor per span, on `self.device`.
         """
         outputs: list[torch.Tensor] = []
         for valid_samples, group in groupby(spans, key=lambda span: model.valid_length(span[1])):
@@ -420,5 +384,4 @@ class DemucsSeparator:
                 _replay_forward_draws(model)
             for index, (_, samples) in enumerate(group):
                 outputs.append(center_trim(out[index : index + 1], samples)[:, rows])
-                on_forward()
         return outputs

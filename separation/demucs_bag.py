@@ -41,6 +41,13 @@ def _signature_files(bag_dir: Path, sig: str) -> list[Path]:
     )
 
 
+def bag_files(name: str, bag_dir: Path) -> list[Path]:
+    """The files bag `name` loads from `bag_dir`: its yaml, then each signature's `.th` file(s)."""
+    yaml_path = Path(bag_dir) / f"{name}.yaml"
+    signatures = _read_signatures(yaml_path)
+    return [yaml_path, *(path for sig in signatures for path in _signature_files(Path(bag_dir), sig))]
+
+
 def bag_file_problems(name: str, bag_dir: Path) -> list[str]:
     """What bag `name` lacks in `bag_dir`, one line per problem; empty when every file is there.
 

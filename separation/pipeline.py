@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -11,9 +10,9 @@ from pathlib import Path
 import torch
 
 from .decode import decode_audio
-from .errors import weights_error
+from .errors import non_finite_output_error, weights_error
 from .manifest import WeightFile, default_weights_dir, load_manifest, manifest_for, select_models, verify
-from .models import MODEL_CLASSES, Model
+from .model_base import Progress, SeparationModel, StemSpan
 from .plan import StemPlan
 from .progress import Reporter
 from .samplerate import SAMPLE_RATE
@@ -39,7 +38,7 @@ class Separator:
         self.weights_dir = Path(weights_dir) if weights_dir else default_weights_dir()
         self.device = torch.device(device) if device else default_device()
         self.plan = StemPlan.for_weights(self.weights_dir)
-        self._models: dict[str, Model] = {}
+        self._models: dict[str, SeparationModel] = {}
         files = self.weight_files()
         problems = verify(self.weights_dir, files, full_hash=False)
         if problems:
@@ -56,28 +55,15 @@ class Separator:
         """The manifest's files of every model in the plan; WeightsError for a model it does not list."""
         return select_models(load_manifest(manifest_for(self.weights_dir)), list(self.plan.models))
 
-    def model(self, name: str) -> Model:
+    def model(self, name: str) -> SeparationModel:
         """The loaded model `name`, loading it on first use."""
         if name not in self._models:
-            spec = self.plan.models[name]
-            self._models[name] = MODEL_CLASSES[type(spec)](spec, self.weights_dir, self.device)
+            self._models[name] = self.plan.models[name].build(self.weights_dir, self.device)
         return self._models[name]
 
     @property
     def loaded_models(self) -> list[str]:
         return list(self._models)
-
-    def separate_file(
-        self,
-        audio_path: Path,
-        out_dir: Path,
-        settings: SeparationSettings,
-        reporter: Reporter | None = None,
-    ) -> list[WrittenStem]:
-        """Decode `audio_path`, separate it, write `<stem>.<ext>` files; return them in output order, each
-        with its figures."""
-        written = {stem.name: stem for stem in self.stems_as_written(audio_path, out_dir, settings, reporter)}
-        return [written[stem] for stem in self.plan.resolve(settings.stems, settings.extra_stems).order]
 
     def stems_as_written(
         self,
@@ -93,27 +79,36 @@ class Separator:
         Stems already yielded stay when a later step fails (or the run is cancelled); the others are removed.
         """
         reporter = reporter or Reporter()
-        work = self.plan.resolve(settings.stems, settings.extra_stems)
+        work = self.plan.resolve(settings)
         models = {name: self.model(name) for name in work.uses}  # a lazy model that cannot load fails first
         with timed(reporter, "decode"):
             mix_array = decode_audio(audio_path, max_duration_seconds=settings.max_duration_seconds)
             mix = torch.from_numpy(mix_array)  # [2, samples], sharing mix_array's memory
         reporter.decoded(mix.shape[-1] / SAMPLE_RATE)
+        last_model = list(work.uses)[-1]
         with StemWriter(out_dir, settings.output, mix_array, work.complements) as writer:
             for model_name, stems in work.uses.items():
-                model = models[model_name]
-                progress = functools.partial(reporter.progress, model_name)
                 with timed(reporter, model_name):
-                    results = model.separate(mix, stems, settings, progress, writer.add_blocks)
-                writer.add_stems(results)
-                del results  # a stem's memory goes with its writer task
-                if model_name != list(work.uses)[-1]:
+                    for event in models[model_name].separate(mix, stems, settings):
+                        if isinstance(event, Progress):
+                            reporter.progress(model_name, event.done, event.total)
+                        else:
+                            _check_finite(event, model_name)
+                            writer.add_span(event)
+                writer.complete(stems)
+                if model_name != last_model:
                     yield from _reported(writer.deliver(), reporter)
             with timed(reporter, "write"):  # what encoding adds after the last model
                 writer.finish()
             yield from _reported(
                 sorted(writer.deliver(), key=lambda stem: work.order.index(stem.name)), reporter
             )
+
+
+def _check_finite(span: StemSpan, model_name: str) -> None:
+    """Stop at the first span with NaN or infinite samples (damaged weights), naming the model."""
+    if not all(torch.isfinite(block).all() for block in span.stems.values()):
+        raise non_finite_output_error(model_name)
 
 
 def _reported(stems: list[WrittenStem], reporter: Reporter) -> Iterator[WrittenStem]:

@@ -9,7 +9,6 @@ code change. `resolve` turns a request (a mode and extra stems) into the work to
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,39 +16,12 @@ import yaml
 
 from .errors import SettingsError
 from .manifest import own_or_project
+from .model_base import ModelSpec
+from .registry import MODEL_TYPES
+from .settings import SeparationSettings
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 PLAN_FILE_NAME = "stems.yaml"
-LOAD_TIMES = ("setup", "lazy")  # setup: when the server starts; lazy: on first use, then kept
-CHUNKINGS = ("request", "config")  # whose chunk length and overlap a BS-RoFormer runs at
-
-
-@dataclass(frozen=True)
-class RoformerSpec:
-    """A BS-RoFormer checkpoint: `config` is a path under the plan's folder, `checkpoint` under the weights
-    folder; `stems` are its config's, one per mask head. `chunking: request` runs it at the request's
-    chunk_size / overlap, `config` at its config's."""
-
-    name: str
-    config: Path
-    checkpoint: str
-    stems: tuple[str, ...]
-    load: str = "setup"
-    chunking: str = "config"
-
-
-@dataclass(frozen=True)
-class DemucsSpec:
-    """A Demucs bag `bag` in the weights subfolder `folder`; `batch_size` segments per forward pass."""
-
-    name: str
-    bag: str
-    folder: str
-    load: str = "setup"
-    batch_size: int = 1
-
-
-ModelSpec = RoformerSpec | DemucsSpec
 
 
 @dataclass(frozen=True)
@@ -118,10 +90,9 @@ class StemPlan:
         """SettingsError unless every mode uses defined models for stems they have, every stem has a place
         in output_order, and every complement's source is computed in the modes that return it."""
         where = f"stem plan {source}"
-        if self.extra_stems_from is not None and not isinstance(
-            self.models.get(self.extra_stems_from), RoformerSpec
-        ):
-            raise SettingsError(f"{where}: extra_stems_from must name a bs_roformer model")
+        extras = self.models.get(self.extra_stems_from)
+        if self.extra_stems_from is not None and (extras is None or extras.stem_names() is None):
+            raise SettingsError(f"{where}: extra_stems_from must name a model whose stems the plan knows")
         for complement, source_stem in self.complements.items():
             if complement not in self.output_order:
                 raise SettingsError(
@@ -133,9 +104,8 @@ class StemPlan:
                 spec = self.models.get(model)
                 if spec is None:
                     raise SettingsError(f"{where}: mode {name!r} uses undefined model {model!r}")
-                missing = [
-                    stem for stem in model_stems if isinstance(spec, RoformerSpec) and stem not in spec.stems
-                ]
+                known = spec.stem_names()
+                missing = [stem for stem in model_stems if known is not None and stem not in known]
                 if missing:
                     raise SettingsError(f"{where}: mode {name!r}: {model} has no stem {', '.join(missing)}")
             unplaced = [stem for stem in stems if stem not in self.output_order]
@@ -167,12 +137,14 @@ class StemPlan:
         """The names a request may add as extra stems (the extras model's stems), in its head order."""
         if self.extra_stems_from is None:
             return ()
-        return self.models[self.extra_stems_from].stems
+        return self.models[self.extra_stems_from].stem_names()
 
-    def resolve(self, mode: str, extra_stems: Sequence[str] = ()) -> Work:
+    def resolve(self, settings: SeparationSettings) -> Work:
         """The work of a request: the mode's models and stems, then each extra stem (from the extras model,
         run once with the mode's stems where the mode uses it too). SettingsError for an unknown, repeated
-        or already returned extra stem, listing the valid names."""
+        or already returned extra stem, listing the valid names, and for what a model cannot run (its
+        spec's `check_request`): all before any model loads."""
+        mode, extra_stems = settings.stems, settings.extra_stems
         chosen = self.mode(mode)
         order = self.stems_of(mode)
         valid = self.extra_stem_names
@@ -190,6 +162,8 @@ class StemPlan:
         uses = dict(chosen.models)
         if extra_stems:
             uses[self.extra_stems_from] = uses.get(self.extra_stems_from, ()) + tuple(extra_stems)
+        for model, stems in uses.items():
+            self.models[model].check_request(stems, settings)
         complements = {complement: self.complements[complement] for complement in chosen.complements}
         return Work(uses, complements, order + list(extra_stems))
 
@@ -201,25 +175,8 @@ def _model_spec(name: str, entry: dict, plan_dir: Path) -> ModelSpec:
     """A model entry of the plan as its typed spec; SettingsError for an unknown type, key or value."""
     entry = dict(entry)
     kind = entry.pop("type", None)
-    spec_classes = {"bs_roformer": RoformerSpec, "demucs": DemucsSpec}
-    if kind not in spec_classes:
+    if kind not in MODEL_TYPES:
         raise SettingsError(
-            f"model {name!r} has unknown type {kind!r}; the plan supports {', '.join(spec_classes)}"
+            f"model {name!r} has unknown type {kind!r}; the plan supports {', '.join(MODEL_TYPES)}"
         )
-    spec_class = spec_classes[kind]
-    known = set(spec_class.__dataclass_fields__) - {"name", "stems"}
-    unknown = sorted(set(entry) - known)
-    if unknown:
-        raise SettingsError(f"model {name!r} ({kind}) has unknown keys {unknown}; it takes {sorted(known)}")
-    if kind == "bs_roformer":
-        entry["config"] = plan_dir / entry["config"]
-        with open(entry["config"]) as f:
-            entry["stems"] = tuple(yaml.safe_load(f)["stems"])
-    spec = spec_class(name=name, **entry)
-    if spec.load not in LOAD_TIMES:
-        raise SettingsError(f"model {name!r}: load must be one of {', '.join(LOAD_TIMES)}, not {spec.load!r}")
-    if isinstance(spec, RoformerSpec) and spec.chunking not in CHUNKINGS:
-        raise SettingsError(
-            f"model {name!r}: chunking must be one of {', '.join(CHUNKINGS)}, not {spec.chunking!r}"
-        )
-    return spec
+    return MODEL_TYPES[kind].from_entry(name, entry, plan_dir)

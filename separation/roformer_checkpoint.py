@@ -78,7 +78,8 @@ def split_heads(
 
 
 class RoformerCheckpoint:
-    """A BS-RoFormer filled from a memory-mapped checkpoint: the trunk at once, heads on first use.
+    """A BS-RoFormer of a config's `model` section, filled from a memory-mapped checkpoint: the trunk at
+    once, heads on first use.
 
     The model is built on the meta device and the checkpoint's full key listing is checked against
     it strictly, the heads not loaded included. Then the trunk and the requested mask estimators
@@ -90,13 +91,13 @@ class RoformerCheckpoint:
 
     def __init__(
         self,
-        config_path: str | Path,
+        model_config: dict,
         checkpoint_path: str | Path,
         device: str | torch.device = "cpu",
         heads: Iterable[int] | None = None,
     ):
         with torch.device("meta"):
-            self.model = BSRoformer(**load_config(config_path)["model"]).eval()
+            self.model = BSRoformer(**model_config).eval()
         state = read_state_dict(checkpoint_path)
         check_state_dict(self.model, state, checkpoint_path)
         self.device = torch.device(device)
@@ -137,4 +138,4 @@ def load_bs_roformer(
     as they are (float32 on the CPU) or copied once to the target device and dtype, so loading
     costs no second host copy.
     """
-    return RoformerCheckpoint(config_path, checkpoint_path, device).model
+    return RoformerCheckpoint(load_config(config_path)["model"], checkpoint_path, device).model

@@ -1,31 +1,29 @@
 """The one place stems become files: `<stem>.<ext>` in a request's output folder, encoded on writer threads.
 
-Models hand their stems over in one of two ways: a BS-RoFormer emits each span of its stems as soon as no
-later chunk can change it (`add_blocks`), and every model hands over its whole stems when it is done
-(`add_stems`). The writer decides how each stem is written: at the models' rate the emitted spans are
-encoded while the model still runs (`StemStream`), and the whole stem is only needed again if it must be
-rescaled to avoid clipping; at any other output rate the whole stem is resampled and written once it is
-complete. Demucs stems come whole only, and are written whole.
+Models yield their stems in final spans (`model_base.StemSpan`), in track order; the pipeline hands each to
+`add_span`, and tells `complete` when a model is done. Every stem is streamed into its file as its spans
+arrive (`encode.StemStream`), at any output rate, so no stem is ever held whole here; the encoder decides
+on its own whether a stem must be rescaled to avoid clipping.
 
 Complements (the plan's `complements`, e.g. instrumental = mix - vocals) are derived here and nowhere
-else: wherever a complement's source stem is written, the complement is written beside it, span by span or
-whole in the same way.
+else: each span of a complement's source gives the same span of the complement.
 
 Every stem is measured on the way (`StemReport`: peak, loudness, how much of the track it is audible,
 whether it is present) from the samples that go to its encoder, against the loudness of the mix, which is
 measured on a thread of its own while the first model runs.
 
 Each stem has its own writer thread, which runs that stem's work in the order it was queued; the model's
-thread only queues. Encoding runs in ffmpeg and libsndfile, outside the GIL, so it overlaps the models.
-Stems can be handed out as they complete (`deliver`), so a client gets the vocals while Demucs still runs.
-A failed write makes `finish()` raise; leaving the `with` block on an exception stops every thread, kills
-every encoder and removes every file not yet delivered.
+thread only queues, and waits when a stem already has MAX_QUEUED_SPANS spans waiting, so a slow encoder
+holds back the model instead of letting spans pile up in memory. Encoding runs in ffmpeg and libsndfile,
+outside the GIL, so it overlaps the models. Stems can be handed out as they complete (`deliver`), so a
+client gets the vocals while Demucs still runs. A failed write makes `finish()` raise; leaving the `with`
+block on an exception stops every thread, kills every encoder and removes every file not yet delivered.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,10 +31,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .encode import StemStream, write_stem
+from .encode import StemStream
+from .model_base import StemSpan
 from .samplerate import SAMPLE_RATE
 from .settings import OutputSettings
 from .stem_report import StemMeter, StemReport, measure_mix
+
+MAX_QUEUED_SPANS = 4  # per stem: spans waiting for its writer thread before the model waits
 
 
 @dataclass(frozen=True)
@@ -54,23 +55,23 @@ class _StemFile:
     def __init__(
         self, name: str, out_dir: Path, output: OutputSettings, frames: int, mix_lufs: Future[float]
     ):
-        self.name, self.out_dir, self.output, self.frames = name, out_dir, output, frames
-        self.mix_lufs = mix_lufs
+        self.name, self.mix_lufs = name, mix_lufs
         self.meter = StemMeter(output.sample_rate)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"write-{name}")
-        self._stream: StemStream | None = None
+        self._stream = StemStream(name, out_dir, output, frames, self.meter)
+        self._queued = threading.Semaphore(MAX_QUEUED_SPANS)
         self._error: BaseException | None = None
-        self.streamed = False  # spans of it were queued: once complete, only the last one is left to encode
         self.done: Future[WrittenStem] | None = None
 
-    def write_block(self, block: Callable[[], np.ndarray]) -> None:
-        """Queue the next span of the stem (float32 [2, n], computed on this stem's thread) for streaming."""
-        self.streamed = True
-        self._thread.submit(self._guarded, self._write_block, block)
+    def write_span(self, span: Callable[[], np.ndarray]) -> None:
+        """Queue the next span of the stem (float32 [2, n], computed on this stem's thread); waits while
+        MAX_QUEUED_SPANS are queued already."""
+        self._queued.acquire()
+        self._thread.submit(self._guarded, self._write_span, span)
 
-    def complete(self, whole: Callable[[], np.ndarray]) -> None:
-        """Queue the file's completion; `whole()` gives the whole stem (float32 [2, frames]) when needed."""
-        self.done = self._thread.submit(self._guarded, self._complete, whole)
+    def complete(self) -> None:
+        """Queue the file's completion."""
+        self.done = self._thread.submit(self._guarded, self._complete)
         self._thread.shutdown(wait=False)  # the thread ends once its queue is done
 
     def _guarded(self, task: Callable[..., WrittenStem | None], *args) -> WrittenStem | None:
@@ -81,27 +82,26 @@ class _StemFile:
             return task(*args)
         except BaseException as error:
             self._error = error
-            if self._stream is not None:
-                self._stream.abort()
+            self._stream.abort()
             raise
 
-    def _write_block(self, block: Callable[[], np.ndarray]) -> None:
-        if self._stream is None:
-            self._stream = StemStream(self.name, self.out_dir, self.output, self.frames, self.meter)
-        self._stream.write(block())
+    def _write_span(self, span: Callable[[], np.ndarray]) -> None:
+        try:
+            self._stream.write(span())
+        finally:
+            self._queued.release()
 
-    def _complete(self, whole: Callable[[], np.ndarray]) -> WrittenStem:
-        if self._stream is not None:
-            path = self._stream.close(whole)
-        else:
-            path = write_stem(whole(), self.name, self.out_dir, self.output, self.meter)
+    def _complete(self) -> WrittenStem:
+        path = self._stream.close()
         return WrittenStem(self.name, path, self.meter.report(self.mix_lufs.result()))
 
-    def abort(self) -> None:
-        """Drop queued work, wait for the running task, stop the encoder and remove the partial file."""
+    def abort(self, remove_file: bool) -> None:
+        """Drop queued work, wait for the running task, stop the encoder and remove the partial file, and
+        the complete one too if `remove_file`."""
         self._thread.shutdown(wait=True, cancel_futures=True)
-        if self._stream is not None:
-            self._stream.abort()
+        self._stream.abort()
+        if remove_file and self.done is not None and self.done.done() and self.done.exception() is None:
+            self.done.result().path.unlink(missing_ok=True)
 
 
 class StemWriter:
@@ -115,7 +115,6 @@ class StemWriter:
         self, out_dir: Path, output: OutputSettings, mix: np.ndarray, complements: Mapping[str, str]
     ):
         self.out_dir, self.output, self.mix = Path(out_dir), output, mix
-        self.streaming = output.sample_rate == SAMPLE_RATE
         self._complement_of = {source: complement for complement, source in complements.items()}
         self._files: dict[str, _StemFile] = {}
         self._delivered: set[str] = set()  # handed out by deliver(): kept even if the request fails later
@@ -132,33 +131,31 @@ class StemWriter:
         if exc_type is not None:
             self.abort()
 
-    def add_blocks(self, first_sample: int, blocks: Mapping[str, torch.Tensor]) -> None:
-        """Final spans {stem: float32 [2, n] CPU} starting at `first_sample`, in track order: streamed into
-        their files where the output rate is the models' own, ignored otherwise (`add_stems` follows)."""
-        if not self.streaming:
-            return
-        for stem, block in blocks.items():
-            self._file(stem).write_block(block.numpy)
+    def add_span(self, span: StemSpan) -> None:
+        """Final spans of some stems, {stem: float32 [2, n] CPU} from `span.first_sample` on, each stem's in
+        track order: streamed into their files, and their complements' (mix - stem) into theirs."""
+        for stem, block in span.stems.items():
+            self._file(stem).write_span(block.numpy)
             complement = self._complement_of.get(stem)
             if complement is not None:
-                span = slice(first_sample, first_sample + block.shape[-1])
-                self._file(complement).write_block(_difference(self.mix[:, span], block))
+                mix = self.mix[:, span.first_sample : span.first_sample + block.shape[-1]]
+                self._file(complement).write_span(_difference(mix, block))
 
-    def add_stems(self, stems: Mapping[str, torch.Tensor]) -> None:
-        """A model's whole stems {stem: float32 [2, samples] CPU}: their files (and complements) complete."""
-        for stem, audio in stems.items():
-            self._file(stem).complete(audio.numpy)
+    def complete(self, stems: Iterable[str]) -> None:
+        """Every span of these stems was added: their files (and their complements') complete."""
+        for stem in stems:
+            self._file(stem).complete()
             complement = self._complement_of.get(stem)
             if complement is not None:
-                self._file(complement).complete(_difference(self.mix, audio))
+                self._file(complement).complete()
 
     def deliver(self) -> list[WrittenStem]:
-        """The stems complete now that were not handed out before, and mark them delivered. A streamed stem
-        whose model has finished is waited for: only its last span is left to encode."""
+        """The stems whose model has finished that were not handed out before, once their files are
+        complete (waited for: what is left to encode after the model is its last spans), marked delivered."""
         ready = [
             stem
             for stem, file in self._files.items()
-            if stem not in self._delivered and file.done is not None and (file.streamed or file.done.done())
+            if stem not in self._delivered and file.done is not None
         ]
         written = [self._files[stem].done.result() for stem in ready]
         self._delivered.update(ready)
@@ -173,10 +170,8 @@ class StemWriter:
     def abort(self) -> None:
         """Stop every writer thread and encoder and remove every file of this request not yet delivered."""
         self._mix_thread.shutdown(wait=True, cancel_futures=True)
-        for file in self._files.values():
-            file.abort()
-        for stem in self._files.keys() - self._delivered:
-            (self.out_dir / f"{stem}.{self.output.extension}").unlink(missing_ok=True)
+        for stem, file in self._files.items():
+            file.abort(remove_file=stem not in self._delivered)
 
     def _file(self, stem: str) -> _StemFile:
         with self._lock:

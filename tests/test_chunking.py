@@ -5,14 +5,19 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fixtures.spans import chunked_output, progress_of
 from fixtures.tiny_roformer import randomize, tiny_config
 from separation.chunking import (
     CROSSFADE_RAMP_FRACTION,
+    FinalBlock,
+    chunk_starts,
     chunk_window,
     crossfade,
+    pad_reflect_then_zero,
     separate_chunked,
 )
 from separation.errors import SettingsError
+from separation.model_base import Progress
 from separation.roformer import BSRoformer
 
 CHUNK, OVERLAP = 1000, 400  # samples: small numbers keep the tests fast, the logic is the same
@@ -20,7 +25,9 @@ CHUNK, OVERLAP = 1000, 400  # samples: small numbers keep the tests fast, the lo
 
 def vocals_of(model, waveform, device, chunk_samples, overlap_samples, **options) -> torch.Tensor:
     """The first stem of a chunked separation: [2, samples] -> [2, samples]."""
-    return separate_chunked(model, waveform, device, chunk_samples, overlap_samples, **options)[0]
+    return chunked_output(
+        separate_chunked(model, waveform, device, chunk_samples, overlap_samples, **options)
+    )[0]
 
 
 class Identity(torch.nn.Module):
@@ -109,14 +116,54 @@ def test_output_is_independent_of_batch_size():
 
 
 def test_batches_hold_at_most_batch_size_chunks_and_progress_counts_them():
-    recorder, calls = ChunkRecorder(), []
-    waveform = torch.randn(2, 10 * CHUNK)
-    progress = lambda *args: calls.append(args)  # noqa: E731
-    vocals_of(recorder, waveform, "cpu", CHUNK, OVERLAP, batch_size=4, progress=progress)
+    recorder = ChunkRecorder()
+    events = list(separate_chunked(recorder, torch.randn(2, 10 * CHUNK), "cpu", CHUNK, OVERLAP, batch_size=4))
     total = sum(shape[0] for shape in recorder.batch_shapes)
     assert all(shape[0] <= 4 and shape[1:] == (2, CHUNK) for shape in recorder.batch_shapes)
-    assert calls[-1] == (total, total) and len(calls) == len(recorder.batch_shapes)
+    calls = progress_of(events)
+    assert calls[0] == (0, total) and calls[-1] == (total, total)
+    assert len(calls) == len(recorder.batch_shapes) + 1
     assert [done for done, _ in calls] == sorted(done for done, _ in calls)
+
+
+def test_progress_ticks_as_each_batch_finishes_on_the_cpu():
+    """The tick of a batch comes before the next batch is computed (not one batch late)."""
+    recorder = ChunkRecorder()
+    for event in separate_chunked(recorder, torch.randn(2, 10 * CHUNK), "cpu", CHUNK, OVERLAP, batch_size=2):
+        if isinstance(event, Progress):
+            assert sum(shape[0] for shape in recorder.batch_shapes) == event.done
+
+
+def whole_track_overlap_add(model, waveform, chunk_samples, overlap_samples, batch_size):
+    """The overlap-add over one track-sized buffer, divided by the window sum at the end: the reference
+    the bounded-memory engine must equal bit for bit."""
+    samples = waveform.shape[-1]
+    starts = chunk_starts(samples, chunk_samples, chunk_samples - overlap_samples, overlap_samples)
+    padded_samples = starts[-1] + chunk_samples
+    padded = pad_reflect_then_zero(waveform, overlap_samples, padded_samples - samples - overlap_samples)
+    window = chunk_window(chunk_samples, overlap_samples)
+    output, weight = None, torch.zeros(padded_samples)
+    for first in range(0, len(starts), batch_size):
+        batch = starts[first : first + batch_size]
+        estimates = model(torch.stack([padded[:, s : s + chunk_samples] for s in batch])).float()
+        if output is None:
+            output = torch.zeros(estimates.shape[1], waveform.shape[0], padded_samples)
+        for start, estimate in zip(batch, estimates, strict=True):
+            output[..., start : start + chunk_samples] += estimate * window
+            weight[start : start + chunk_samples] += window
+    span = slice(overlap_samples, overlap_samples + samples)
+    return output[..., span] / weight[span]
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+@pytest.mark.parametrize("overlap", [0, OVERLAP, 800])
+def test_bounded_buffer_equals_a_whole_track_buffer_bit_for_bit(batch_size, overlap):
+    waveform = torch.randn(2, 9 * CHUNK + 321, generator=torch.Generator().manual_seed(4))
+    model = ChunkDependent()
+    events = separate_chunked(model, waveform, "cpu", CHUNK, overlap, batch_size=batch_size)
+    with torch.inference_mode():
+        reference = whole_track_overlap_add(model, waveform, CHUNK, overlap, batch_size)
+    assert torch.equal(chunked_output(events), reference)
 
 
 def test_multi_stem_models_keep_their_stems():
@@ -125,7 +172,7 @@ def test_multi_stem_models_keep_their_stems():
             return torch.stack([x, -2 * x], dim=1)
 
     waveform = torch.randn(2, 3 * CHUNK + 5)
-    stems = separate_chunked(TwoStems(), waveform, "cpu", CHUNK, OVERLAP)
+    stems = chunked_output(separate_chunked(TwoStems(), waveform, "cpu", CHUNK, OVERLAP))
     assert stems.shape == (2, 2, waveform.shape[1])
     torch.testing.assert_close(stems[1], -2 * waveform, atol=1e-6, rtol=0)
 
@@ -147,11 +194,6 @@ def test_bf16_path_runs_on_cpu():
     assert snr_db > 20
 
 
-def test_unknown_precision_is_a_clear_error():
-    with pytest.raises(SettingsError, match="precision"):
-        vocals_of(Identity(), torch.zeros(2, 100), "cpu", CHUNK, OVERLAP, precision="int8")
-
-
 class ChunkDependent(torch.nn.Module):
     """[b, c, t] -> [b, 2, c, t]: each chunk scaled by its own mean, so every chunk counts differently."""
 
@@ -165,29 +207,21 @@ class ChunkDependent(torch.nn.Module):
 def test_final_blocks_cover_the_track_once_in_order_and_never_change(batch_size, overlap):
     waveform = torch.randn(2, 12 * (CHUNK - OVERLAP) + 123, generator=torch.Generator().manual_seed(1))
     received = []  # (first sample, the block as it was when received, the block itself)
-
-    def on_final(first_sample, block):
-        received.append((first_sample, block.clone(), block))
-
-    stems = separate_chunked(
-        ChunkDependent(), waveform, "cpu", CHUNK, overlap, batch_size=batch_size, on_final=on_final
-    )
+    for event in separate_chunked(ChunkDependent(), waveform, "cpu", CHUNK, overlap, batch_size=batch_size):
+        if isinstance(event, FinalBlock):
+            received.append((event.first_sample, event.block.clone(), event.block))
     assert len(received) > 1
     firsts = [first for first, _, _ in received]
     ends = [first + block.shape[-1] for first, block, _ in received]
     assert firsts == [0, *ends[:-1]] and ends[-1] == waveform.shape[1]  # contiguous, complete, in order
     assert all(block.shape[:2] == (2, 2) and block.shape[-1] > 0 for _, block, _ in received)
-    assert torch.equal(torch.cat([copy for _, copy, _ in received], dim=-1), stems)
-    assert all(torch.equal(copy, block) for _, copy, block in received)  # the views too
+    assert all(torch.equal(copy, block) for _, copy, block in received)  # nothing changed them later
 
 
 @pytest.mark.parametrize("batch_size", [1, 2])
 def test_finalising_batch_by_batch_gives_the_same_bits_as_finalising_once(batch_size):
-    """With one batch the whole track is divided by its weight at the end, as before streaming."""
+    """With one batch the whole track is divided by its weight at the end."""
     waveform = torch.randn(2, 5 * CHUNK + 17, generator=torch.Generator().manual_seed(2))
-    once = separate_chunked(ChunkDependent(), waveform, "cpu", CHUNK, 800, batch_size=100)
-    blocks = []
-    streamed = separate_chunked(
-        ChunkDependent(), waveform, "cpu", CHUNK, 800, batch_size, on_final=lambda _, b: blocks.append(b)
-    )
-    assert len(blocks) > 2 and torch.equal(streamed, once)
+    once = list(separate_chunked(ChunkDependent(), waveform, "cpu", CHUNK, 800, batch_size=100))
+    streamed = list(separate_chunked(ChunkDependent(), waveform, "cpu", CHUNK, 800, batch_size))
+    assert len(streamed) > len(once) and torch.equal(chunked_output(streamed), chunked_output(once))

@@ -18,6 +18,7 @@ from demucs.api import Separator
 from demucs.apply import apply_model
 
 import separation.demucs_apply as demucs_apply
+from fixtures.spans import progress_of, whole_stems
 from fixtures.tiny_demucs import (
     FOUR_STEMS,
     SIX_STEMS,
@@ -28,6 +29,7 @@ from fixtures.tiny_demucs import (
 from separation.demucs_apply import DemucsSeparator
 from separation.demucs_bag import bag_file_problems, load_bag
 from separation.errors import FETCH_COMMAND, AudioError, SettingsError, WeightsError
+from separation.model_base import Progress, StemSpan
 
 SAMPLE_RATE = 44100
 REAL_FT_SIGNATURES = ["f7e0c4bc", "d12395a8", "92cfc3b6", "04573f0d"]
@@ -105,6 +107,11 @@ def hooked_ft(shared_bag_dir, monkeypatch):
     return bag, forwards
 
 
+def separate(bag_dir: Path, name: str, mix: torch.Tensor, wanted, batch_size: int = 1, **settings):
+    """{source: [2, samples]} of bag `name` with these DemucsSeparator settings."""
+    return whole_stems(DemucsSeparator(bag_dir, name, "cpu", **settings).separate(mix, wanted, batch_size))
+
+
 def max_abs_difference(ours: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> float:
     return max((ours[source] - reference[source]).abs().max().item() for source in ours)
 
@@ -156,29 +163,9 @@ def test_loading_never_imports_huggingface_hub(shared_bag_dir, monkeypatch):
     for name in [m for m in sys.modules if m.split(".")[0] == "huggingface_hub"]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setattr(sys, "meta_path", [RecordHub(), *sys.meta_path])
-    DemucsSeparator(shared_bag_dir, "cpu").preload("htdemucs_ft")
+    DemucsSeparator(shared_bag_dir, "htdemucs_ft", "cpu")
     load_bag("htdemucs_6s", shared_bag_dir, "cpu")
     assert requested == [] and "huggingface_hub" not in sys.modules
-
-
-def test_6s_is_loaded_lazily_and_once(shared_bag_dir, mix, monkeypatch):
-    loads = []
-
-    def counting_load_bag(name, bag_dir, device):
-        loads.append(name)
-        return load_bag(name, bag_dir, device)
-
-    monkeypatch.setattr(demucs_apply, "load_bag", counting_load_bag)
-    separator = DemucsSeparator(shared_bag_dir, "cpu", shifts=0)
-    separator.preload("htdemucs_ft")
-    separator.preload("htdemucs_ft")
-    separator.separate("htdemucs_ft", mix, ["drums"])
-    assert loads == ["htdemucs_ft"]
-    first = separator.separate("htdemucs_6s", mix, ["guitar", "piano"])
-    separator.preload("htdemucs_6s")
-    second = separator.separate("htdemucs_6s", mix, ["piano"])
-    assert loads == ["htdemucs_ft", "htdemucs_6s"]
-    assert torch.equal(first["piano"], second["piano"])
 
 
 def test_missing_model_file_is_named_with_the_fetch_command(bag_dir):
@@ -190,7 +177,7 @@ def test_missing_model_file_is_named_with_the_fetch_command(bag_dir):
     [problem] = bag_file_problems("htdemucs_6s", bag_dir)
     assert "missing htdemucs_6s.yaml" in problem
     with pytest.raises(WeightsError, match=sig) as error:
-        DemucsSeparator(bag_dir, "cpu").preload("htdemucs_ft")
+        DemucsSeparator(bag_dir, "htdemucs_ft", "cpu")
     assert str(error.value).count(FETCH_COMMAND) == 1
 
 
@@ -225,7 +212,7 @@ def test_unreadable_file_without_checksum_is_rejected_by_name(bag_dir):
     next(bag_dir.glob(f"{sig}-*.th")).unlink()
     (bag_dir / f"{sig}.th").write_bytes(b"not a torch file")
     with pytest.raises(WeightsError) as error:
-        DemucsSeparator(bag_dir, "cpu").preload("htdemucs_6s")
+        DemucsSeparator(bag_dir, "htdemucs_6s", "cpu")
     assert f"{sig}.th" in str(error.value) and FETCH_COMMAND in str(error.value)
 
 
@@ -238,9 +225,8 @@ def test_unreadable_file_without_checksum_is_rejected_by_name(bag_dir):
 )
 def test_matches_demucs_api_separator(shared_bag_dir, mix, name, shifts, overlap, seconds):
     track = mix[:, : int(seconds * SAMPLE_RATE)]
-    separator = DemucsSeparator(shared_bag_dir, "cpu", shifts=shifts, overlap=overlap, seed=7)
     sources = load_bag(name, shared_bag_dir, "cpu").sources
-    ours = separator.separate(name, track, sources)
+    ours = separate(shared_bag_dir, name, track, sources, shifts=shifts, overlap=overlap, seed=7)
     api = Separator(model=name, repo=shared_bag_dir, device="cpu", shifts=shifts, overlap=overlap)
     random.seed(7)
     _, reference = api.separate_tensor(track)
@@ -249,8 +235,7 @@ def test_matches_demucs_api_separator(shared_bag_dir, mix, name, shifts, overlap
 
 
 def test_output_is_the_wanted_sources_only(shared_bag_dir, mix):
-    separator = DemucsSeparator(shared_bag_dir, "cpu", shifts=0)
-    out = separator.separate("htdemucs_6s", mix, ["piano", "drums", "piano"])
+    out = separate(shared_bag_dir, "htdemucs_6s", mix, ["piano", "drums", "piano"], shifts=0)
     assert list(out) == ["piano", "drums"]
     for stem in out.values():
         assert stem.shape == mix.shape and stem.dtype == torch.float32 and stem.device.type == "cpu"
@@ -258,8 +243,7 @@ def test_output_is_the_wanted_sources_only(shared_bag_dir, mix):
 
 
 def test_normalisation_happens_around_apply_model(shared_bag_dir, mix):
-    separator = DemucsSeparator(shared_bag_dir, "cpu", shifts=0)
-    ours = separator.separate("htdemucs_6s", mix, SIX_STEMS)
+    ours = separate(shared_bag_dir, "htdemucs_6s", mix, SIX_STEMS, shifts=0)
     bag = load_bag("htdemucs_6s", shared_bag_dir, "cpu")
     unnormalised = apply_model(bag, mix[None], shifts=0)[0]
     assert max(((ours[s] - unnormalised[k]).abs().max().item() for k, s in enumerate(SIX_STEMS))) > 1e-3
@@ -279,14 +263,13 @@ def test_normalisation_happens_around_apply_model(shared_bag_dir, mix):
 def test_skipping_any_specialist_equals_the_full_bag(shared_bag_dir, hooked_ft, mix, wanted, skipped, shifts):
     """A skipped specialist still draws its shift offsets, so the others get the full bag's offsets."""
     bag, forwards = hooked_ft
-    separator = DemucsSeparator(shared_bag_dir, "cpu", shifts=shifts, seed=3)
-    ours = separator.separate("htdemucs_ft", mix, wanted)
+    ours = separate(shared_bag_dir, "htdemucs_ft", mix, wanted, shifts=shifts, seed=3)
     assert [i for i, count in enumerate(forwards) if count == 0] == skipped
 
     track, mean, scale = normalised(mix)
     random.seed(3)
     full = apply_model(bag, track, shifts=shifts)[0] * scale + mean  # [4, 2, samples]
-    assert list(ours) == wanted
+    assert sorted(ours) == sorted(wanted)
     assert all(torch.equal(ours[source], full[FOUR_STEMS.index(source)]) for source in wanted)
 
 
@@ -314,9 +297,7 @@ def test_own_loop_is_bit_identical_to_apply_model(shared_bag_dir, mix, shifts, o
     """One sub-model (htdemucs_6s), tracks shorter than a segment and of several segments."""
     track = mix[:, : int(seconds * SAMPLE_RATE)]
     bag = load_bag("htdemucs_6s", shared_bag_dir, "cpu")
-    ours = DemucsSeparator(shared_bag_dir, "cpu", shifts=shifts, overlap=overlap, seed=11).separate(
-        "htdemucs_6s", track, SIX_STEMS
-    )
+    ours = separate(shared_bag_dir, "htdemucs_6s", track, SIX_STEMS, shifts=shifts, overlap=overlap, seed=11)
     normalised_track, mean, scale = normalised(track)
     random.seed(11)
     reference = apply_model(bag, normalised_track, shifts=shifts, overlap=overlap)[0]
@@ -332,7 +313,7 @@ def test_shared_sources_with_any_weights_match_the_bag(tmp_path, mix, wanted):
     weights = [[0.3, 1.0, 0.0, 2.0], [0.7, 1.0, 1.0, 0.5]]
     write_tiny_bag(tmp_path, "shared", FOUR_STEMS, 2, weights, seed=50)
     track = mix[:, : int(0.5 * SAMPLE_RATE)]
-    ours = DemucsSeparator(tmp_path, "cpu", shifts=3, seed=2).separate("shared", track, wanted)
+    ours = separate(tmp_path, "shared", track, wanted, shifts=3, seed=2)
     normalised_track, mean, scale = normalised(track)
     random.seed(2)
     full = apply_model(load_bag("shared", tmp_path, "cpu"), normalised_track, shifts=3)[0] * scale + mean
@@ -342,9 +323,10 @@ def test_shared_sources_with_any_weights_match_the_bag(tmp_path, mix, wanted):
 @pytest.mark.parametrize("shifts", [0, 2])
 def test_progress_counts_segments_of_the_models_that_run(shared_bag_dir, hooked_ft, mix, shifts):
     _, forwards = hooked_ft
-    separator = DemucsSeparator(shared_bag_dir, "cpu", shifts=shifts)
-    calls = []
-    separator.separate("htdemucs_ft", mix, ["drums", "bass", "other"], progress=lambda *c: calls.append(c))
+    separator = DemucsSeparator(shared_bag_dir, "htdemucs_ft", "cpu", shifts=shifts)
+    calls = progress_of(separator.separate(mix, ["drums", "bass", "other"]))
+    assert calls[0][0] == 0
+    calls = calls[1:]
     total = calls[-1][1]
     assert calls[-1] == (total, total) and {t for _, t in calls} == {total}
     assert all(later > earlier for (earlier, _), (later, _) in itertools.pairwise(calls))
@@ -354,22 +336,31 @@ def test_progress_counts_segments_of_the_models_that_run(shared_bag_dir, hooked_
         assert [done for done, _ in calls] == list(range(1, sum(forwards) + 1))
 
 
-def test_raising_from_progress_stops_before_the_next_segment(shared_bag_dir, hooked_ft, mix):
+def test_closing_the_run_stops_before_the_next_segment(shared_bag_dir, hooked_ft, mix):
     _, forwards = hooked_ft
-    separator = DemucsSeparator(shared_bag_dir, "cpu", shifts=1)
-
-    class Cancelled(Exception):
-        pass
-
-    def cancel_at_second_segment(done, total):
-        if done == 2:
-            raise Cancelled
-
+    separator = DemucsSeparator(shared_bag_dir, "htdemucs_ft", "cpu", shifts=1)
     state = random.getstate()
-    with pytest.raises(Cancelled):
-        separator.separate("htdemucs_ft", mix, FOUR_STEMS, progress=cancel_at_second_segment)
+    run = separator.separate(mix, FOUR_STEMS)
+    while not (isinstance(event := next(run), Progress) and event.done == 2):  # until the 2nd segment
+        pass
+    run.close()
     assert sum(forwards) == 2 and random.getstate() == state
-    assert list(separator.separate("htdemucs_ft", mix, ["bass"])) == ["bass"]  # still usable
+    assert list(whole_stems(separator.separate(mix, ["bass"]))) == ["bass"]  # still usable
+
+
+def test_each_source_is_handed_over_once_its_last_contributor_ran(shared_bag_dir, hooked_ft, mix):
+    """htdemucs_ft: specialist k gives source k alone, so each source comes before the next one runs."""
+    _, forwards = hooked_ft
+    handed_over = []  # (source, forward passes of each specialist at that moment)
+    for event in DemucsSeparator(shared_bag_dir, "htdemucs_ft", "cpu", shifts=0).separate(
+        mix, FOUR_STEMS[:3]
+    ):
+        if isinstance(event, StemSpan):
+            (source,) = event.stems
+            handed_over.append((source, list(forwards)))
+    assert [source for source, _ in handed_over] == FOUR_STEMS[:3]
+    for index, (_, counts) in enumerate(handed_over):
+        assert all(counts[: index + 1]) and not any(counts[index + 1 :])
 
 
 @pytest.mark.slow
@@ -379,11 +370,11 @@ def test_batched_segments_equal_one_segment_at_a_time(shared_bag_dir, hooked_ft,
     count would move the later specialists' shift offsets by whole samples), fewer forward passes."""
     _, forwards = hooked_ft
     track = 0.3 * torch.randn(2, int(4.0 * SAMPLE_RATE), generator=torch.Generator().manual_seed(8))
-    separator = DemucsSeparator(shared_bag_dir, "cpu", shifts=2, seed=3)
+    separator = DemucsSeparator(shared_bag_dir, "htdemucs_ft", "cpu", shifts=2, seed=3)
     state = random.getstate()
-    one_at_a_time = separator.separate("htdemucs_ft", track, FOUR_STEMS)
+    one_at_a_time = whole_stems(separator.separate(track, FOUR_STEMS))
     single_passes, forwards[:] = sum(forwards), [0] * len(forwards)
-    batched = separator.separate("htdemucs_ft", track, FOUR_STEMS, batch_size=batch_size)
+    batched = whole_stems(separator.separate(track, FOUR_STEMS, batch_size=batch_size))
     assert max_abs_difference(batched, one_at_a_time) <= 1e-5
     assert random.getstate() == state
     assert sum(forwards) < single_passes
@@ -392,21 +383,19 @@ def test_batched_segments_equal_one_segment_at_a_time(shared_bag_dir, hooked_ft,
 @pytest.mark.parametrize("batch_size", [0, -1, 1.5, True])
 def test_bad_batch_size_is_refused(shared_bag_dir, mix, batch_size):
     with pytest.raises(SettingsError, match="batch size"):
-        DemucsSeparator(shared_bag_dir, "cpu").separate("htdemucs_ft", mix, ["bass"], batch_size=batch_size)
+        separate(shared_bag_dir, "htdemucs_ft", mix, ["bass"], batch_size=batch_size)
 
 
 def test_output_is_deterministic_and_random_state_is_restored(shared_bag_dir, mix):
-    separator = DemucsSeparator(shared_bag_dir, "cpu", shifts=1, seed=5)
+    separator = DemucsSeparator(shared_bag_dir, "htdemucs_ft", "cpu", shifts=1, seed=5)
     random.seed(1234)
     state = random.getstate()
-    first = separator.separate("htdemucs_ft", mix, ["drums", "other"])
+    first = whole_stems(separator.separate(mix, ["drums", "other"]))
     assert random.getstate() == state
     random.random()  # a different global state must not matter
-    second = separator.separate("htdemucs_ft", mix, ["drums", "other"])
+    second = whole_stems(separator.separate(mix, ["drums", "other"]))
     assert all(torch.equal(first[s], second[s]) for s in first)
-    other_seed = DemucsSeparator(shared_bag_dir, "cpu", shifts=1, seed=6).separate(
-        "htdemucs_ft", mix, ["drums"]
-    )
+    other_seed = separate(shared_bag_dir, "htdemucs_ft", mix, ["drums"], shifts=1, seed=6)
     assert not torch.equal(first["drums"], other_seed["drums"])
 
 
@@ -427,12 +416,12 @@ def test_output_is_deterministic_and_random_state_is_restored(shared_bag_dir, mi
 )
 def test_bad_settings_are_refused(shared_bag_dir, setting, value):
     with pytest.raises(SettingsError, match=setting):
-        DemucsSeparator(shared_bag_dir, "cpu", **{setting: value})
+        DemucsSeparator(shared_bag_dir, "htdemucs_ft", "cpu", **{setting: value})
 
 
 def test_unknown_device_is_refused(shared_bag_dir):
     with pytest.raises(SettingsError, match="device"):
-        DemucsSeparator(shared_bag_dir, "warp-drive")
+        DemucsSeparator(shared_bag_dir, "htdemucs_ft", "warp-drive")
 
 
 @pytest.mark.parametrize(
@@ -440,7 +429,7 @@ def test_unknown_device_is_refused(shared_bag_dir):
 )
 def test_bad_source_requests_are_refused(shared_bag_dir, mix, wanted, message):
     with pytest.raises(SettingsError, match=message):
-        DemucsSeparator(shared_bag_dir, "cpu").separate("htdemucs_ft", mix, wanted)
+        separate(shared_bag_dir, "htdemucs_ft", mix, wanted)
 
 
 @pytest.mark.parametrize(
@@ -456,15 +445,4 @@ def test_bad_source_requests_are_refused(shared_bag_dir, mix, wanted, message):
 )
 def test_bad_audio_is_refused(shared_bag_dir, audio, message):
     with pytest.raises(AudioError, match=message):
-        DemucsSeparator(shared_bag_dir, "cpu").separate("htdemucs_6s", audio, ["drums"])
-
-
-def test_a_segment_with_nan_stops_the_bag_at_once_naming_it(shared_bag_dir, hooked_ft, mix):
-    """Damaged weights that give NaN stop the run at the first segment, not after the whole track."""
-    bag, forwards = hooked_ft
-    bag.models[1].register_forward_hook(lambda module, args, output: torch.full_like(output, float("nan")))
-    separator = DemucsSeparator(shared_bag_dir, "cpu", shifts=0)
-    with pytest.raises(WeightsError, match="htdemucs_ft produced NaN or infinite samples") as error:
-        separator.separate("htdemucs_ft", mix, ["bass"])
-    assert "python -m separation.weights verify" in str(error.value)
-    assert forwards[1] == 1 and sum(forwards) == 1  # bass comes from specialist 1 alone
+        separate(shared_bag_dir, "htdemucs_6s", audio, ["drums"])

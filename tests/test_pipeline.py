@@ -1,11 +1,10 @@
-"""The pipeline: stem plan, settings, model loading and a whole separation with tiny models."""
+"""The pipeline with the tiny real models: setup, every mode's files, weights checks, batch sizes, the
+guitar mode and extra stems computing only their heads, lazy models."""
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,23 +12,16 @@ import pytest
 import soundfile as sf
 import torch
 
-import separation.models as models_module
-import separation.serving as serving_module
-from fixtures.processes import ffmpeg_children
-from fixtures.songs import write_song
+from fixtures.spans import chunked_output
 from separation.chunking import separate_chunked
 from separation.decode import decode_audio
-from separation.demucs_apply import DemucsSeparator
-from separation.encode import RESCALE_PEAK_DBFS, StemStream, write_stem
-from separation.errors import AudioError, WeightsError
+from separation.errors import WeightsError
 from separation.manifest import MANIFEST_PATH, load_manifest
 from separation.pipeline import Separator
 from separation.plan import StemPlan
-from separation.progress import LogReporter, Reporter
+from separation.progress import Reporter
 from separation.roformer_checkpoint import RoformerCheckpoint
-from separation.serving import SeparationService
 from separation.settings import OutputSettings, SeparationSettings
-from separation.stem_report import StemReport, measure_mix
 
 EXPECTED_ORDER = {
     "vocals_instrumental": ["vocals", "instrumental"],
@@ -60,27 +52,17 @@ def separator(tiny_weights_dir) -> Separator:
     return Separator(tiny_weights_dir, "cpu")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(("requested", "roformer_batch", "demucs_batch"), [(None, 4, 8), (2, 2, 2)])
-def test_models_use_their_configured_batch_size_unless_the_request_sets_one(
-    separator, song, tmp_path, monkeypatch, requested, roformer_batch, demucs_batch
+def separate_file(
+    separator: Separator, song: Path, out_dir: Path, settings: SeparationSettings, reporter=None
 ):
-    """The RoFormer's default is its config's inference.batch_size, Demucs' the plan's batch_size."""
-    used = {}
-    real_chunked, real_demucs = models_module.separate_chunked, DemucsSeparator.separate
+    return list(separator.stems_as_written(song, out_dir, settings, reporter))
 
-    def chunked(model, mix, device, chunk, overlap, batch_size, *args, **kwargs):
-        used["roformer"] = batch_size
-        return real_chunked(model, mix, device, chunk, overlap, batch_size, *args, **kwargs)
 
-    def demucs(self, name, mix, wanted, progress, batch_size):
-        used["demucs"] = batch_size
-        return real_demucs(self, name, mix, wanted, progress, batch_size)
-
-    monkeypatch.setattr(models_module, "separate_chunked", chunked)
-    monkeypatch.setattr(DemucsSeparator, "separate", demucs)
-    separator.separate_file(song, tmp_path, SeparationSettings(stems="all_4", batch_size=requested))
-    assert used == {"roformer": roformer_batch, "demucs": demucs_batch}
+def loaded_heads(model: torch.nn.Module) -> list[int]:
+    """The mask heads of a BS-RoFormer whose weights are loaded (the others stay on the meta device)."""
+    return [
+        i for i, head in enumerate(model.mask_estimators) if not any(p.is_meta for p in head.parameters())
+    ]
 
 
 def test_setup_loads_setup_models_only(tiny_weights_dir):
@@ -91,7 +73,7 @@ def test_setup_loads_setup_models_only(tiny_weights_dir):
 def test_vocals_instrumental_files_and_instrumental_is_mix_minus_vocals(separator, song, tmp_path):
     reporter = RecordingReporter()
     settings = SeparationSettings(output=OutputSettings(format="wav", wav_bit_depth="32-float"))
-    files = [stem.path for stem in separator.separate_file(song, tmp_path / "out", settings, reporter)]
+    files = [stem.path for stem in separate_file(separator, song, tmp_path / "out", settings, reporter)]
     assert [f.name for f in files] == ["vocals.wav", "instrumental.wav"]
     mix, _ = sf.read(song, dtype="float32")
     vocals, rate = sf.read(files[0], dtype="float32")
@@ -103,14 +85,14 @@ def test_vocals_instrumental_files_and_instrumental_is_mix_minus_vocals(separato
     assert stages == ["decode", "bs_roformer_vocals", "write"]
     assert ("decoded", 2.0) in reporter.events
     progress = [e for e in reporter.events if e[0] == "progress"]
-    assert progress and progress[-1][2] == progress[-1][3]
+    assert progress[0][2] == 0 and progress[-1][2] == progress[-1][3]  # from the start to the end
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["all_4", "all_6"])
 def test_multi_stem_modes_write_every_stem_in_order(separator, song, tmp_path, mode):
     settings = SeparationSettings(stems=mode, output=OutputSettings(format="flac", sample_rate=48000))
-    files = [stem.path for stem in separator.separate_file(song, tmp_path / mode, settings)]
+    files = [stem.path for stem in separate_file(separator, song, tmp_path / mode, settings)]
     assert [f.name for f in files] == [f"{stem}.flac" for stem in EXPECTED_ORDER[mode]]
     for f in files:
         info = sf.info(f)
@@ -118,6 +100,23 @@ def test_multi_stem_modes_write_every_stem_in_order(separator, song, tmp_path, m
         assert abs(info.frames - 2 * 48000) <= 1
     if mode == "all_6":
         assert "htdemucs_6s" in separator.loaded_models  # loaded on first use, then kept
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("requested", "roformer_batch", "demucs_batch"), [(None, 4, 8), (2, 2, 2)])
+def test_models_use_their_configured_batch_size_unless_the_request_sets_one(
+    tiny_weights_dir, song, tmp_path, requested, roformer_batch, demucs_batch
+):
+    """The RoFormer's default is its config's inference.batch_size, Demucs' the plan's batch_size."""
+    separator = Separator(tiny_weights_dir, "cpu")
+    batches = {"roformer": [], "demucs": []}
+    record = lambda key: lambda module, args: batches[key].append(args[0].shape[0])  # noqa: E731
+    separator.model("bs_roformer_vocals").checkpoint.model.register_forward_pre_hook(record("roformer"))
+    for sub_model in separator.model("htdemucs_ft").separator.bag.models:
+        sub_model.register_forward_pre_hook(record("demucs"))
+    settings = SeparationSettings(stems="all_4", batch_size=requested, chunk_seconds=4, overlap_seconds=1)
+    separate_file(separator, song, tmp_path, settings)
+    assert max(batches["roformer"]) == roformer_batch and max(batches["demucs"]) == demucs_batch
 
 
 def test_missing_weights_are_named_before_anything_loads(tmp_path):
@@ -150,301 +149,6 @@ def test_damaged_weights_fail_setup_naming_the_file(tiny_weights_dir, tmp_path, 
     assert f"{checkpoint}: {expected}" in str(error.value) and "weights fetch" in str(error.value)
 
 
-@pytest.mark.parametrize("output_format", ["wav", "mp3"])
-def test_non_finite_output_stops_at_once_naming_the_model(
-    separator, streamed_song, tmp_path, monkeypatch, output_format
-):
-    model = FailsOnCall(fail_on=0)  # never fails by itself
-    model.gain = float("nan")
-    monkeypatch.setattr(separator.model("bs_roformer_vocals"), "model", model)
-    settings = SeparationSettings(**STREAMING, output=OutputSettings(format=output_format))
-    with pytest.raises(WeightsError, match="bs_roformer_vocals produced NaN or infinite samples") as error:
-        separator.separate_file(streamed_song, tmp_path / "out", settings)
-    assert "python -m separation.weights verify" in str(error.value)
-    assert model.calls == 2  # the first batch's span stopped it (the second was already under way) of 6
-    assert not list((tmp_path / "out").iterdir()) and not ffmpeg_children()
-
-
-def test_log_reporter_prints_eta_and_records_metrics():
-    lines, metrics, now = [], [], [0.0]
-    reporter = LogReporter(
-        record_metric=lambda key, value, mode="replace": metrics.append((key, value, mode)),
-        log=lines.append,
-        interval_seconds=2.0,
-        clock=lambda: now[0],
-    )
-    reporter.stage_started("bs_roformer_vocals")
-    for done in range(1, 5):
-        now[0] += 1.5
-        reporter.progress("bs_roformer_vocals", done, 4)
-    reporter.stage_finished("bs_roformer_vocals", 6.0)
-    assert lines == [
-        "[bs_roformer_vocals] started",
-        "[bs_roformer_vocals] 50% (2/4), ETA 3 s",
-        "[bs_roformer_vocals] 100% (4/4), ETA 0 s",
-        "[bs_roformer_vocals] done in 6.00 s",
-    ]
-    assert metrics == [("stage_seconds.bs_roformer_vocals", 6.0, "incr")]
-
-
-SERVICE_OPTIONS = dict(
-    stems="vocals_instrumental",
-    extra_stems="",
-    output_format="mp3",
-    chunk_size=4.0,
-    overlap=1.0,
-    sample_rate=44100,
-    wav_bit_depth="24",
-    mp3_bitrate=192,
-)
-
-
-@pytest.fixture
-def downloaded(song, tmp_path, monkeypatch) -> Path:
-    """The song where the runtime puts a URL input: `tmp<random><name>` in the temporary folder."""
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "runtime-tmp"))
-    (tmp_path / "runtime-tmp").mkdir()
-    with tempfile.NamedTemporaryFile(suffix="song.wav", delete=False) as copy:
-        copy.write(song.read_bytes())
-    return Path(copy.name)
-
-
-def test_service_keeps_only_the_latest_outputs(tiny_weights_dir, downloaded):
-    service = SeparationService(tiny_weights_dir, "cpu")
-    metrics = {}
-    record = lambda k, v, mode="replace": metrics.update({k: v})  # noqa: E731
-    first = list(service.predict(downloaded, **SERVICE_OPTIONS, record_metric=record))
-    assert [f.name for f in first] == ["vocals.mp3", "instrumental.mp3"]
-    assert metrics["audio_seconds"] == 2.0 and "stage_seconds.bs_roformer_vocals" in metrics
-    second = list(service.predict(downloaded, **SERVICE_OPTIONS))
-    assert all(f.exists() for f in second) and not first[0].parent.exists()
-
-
-@pytest.mark.parametrize("where", ["elsewhere", "unprefixed", "symlink"])
-def test_service_reads_only_what_the_runtime_downloaded(tiny_weights_dir, downloaded, song, where):
-    if where == "elsewhere":
-        path = song  # a file of the server's own disk
-    elif where == "unprefixed":
-        path = downloaded.with_name("song.wav")
-        path.write_bytes(song.read_bytes())
-    else:
-        path = downloaded.with_name("tmplink.wav")
-        path.symlink_to(song)
-    service = SeparationService(tiny_weights_dir, "cpu")
-    with pytest.raises(AudioError, match="must be an upload or a URL"):
-        list(service.predict(path, **SERVICE_OPTIONS))
-
-
-def test_every_prediction_gives_freed_memory_back(tiny_weights_dir, downloaded, monkeypatch):
-    """After a prediction, succeeded or failed, the service returns what malloc holds free to the system."""
-    trims = []
-    monkeypatch.setattr(serving_module, "release_free_memory", lambda: trims.append(True))
-    service = SeparationService(tiny_weights_dir, "cpu")
-    list(service.predict(downloaded, **SERVICE_OPTIONS))
-    assert trims == [True]
-    downloaded.write_bytes(b"not audio")
-    with pytest.raises(AudioError):
-        list(service.predict(downloaded, **SERVICE_OPTIONS))
-    assert trims == [True, True]
-
-
-def test_a_failed_prediction_with_nothing_handed_over_leaves_no_folder(tiny_weights_dir, downloaded):
-    service = SeparationService(tiny_weights_dir, "cpu")
-    list(service.predict(downloaded, **SERVICE_OPTIONS))
-    assert len(list(Path(tempfile.gettempdir()).glob("stems-*"))) == 1
-    downloaded.write_bytes(b"not audio at all")
-    with pytest.raises(AudioError):
-        list(service.predict(downloaded, **SERVICE_OPTIONS))
-    assert not list(Path(tempfile.gettempdir()).glob("stems-*"))  # the earlier one went too, at its start
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Writing the BS-RoFormer's stems while it runs
-
-STREAMING = dict(chunk_seconds=4.0, overlap_seconds=1.0, batch_size=1)  # the shortest request chunks
-
-
-@pytest.fixture
-def streamed_song(tmp_path) -> Path:
-    """A song long enough for six chunks of STREAMING: several final blocks."""
-    return write_song(tmp_path / "song.wav", seconds=16.0)
-
-
-class Gain(torch.nn.Module):
-    """A stand-in vocals model: [b, c, t] -> [b, 1, c, t], the input times `gain`."""
-
-    def __init__(self, gain: float):
-        super().__init__()
-        self.gain = gain
-
-    def forward(self, x, heads=(0,)):
-        return self.gain * x[:, None].expand(-1, len(heads), -1, -1)
-
-
-class FailsOnCall(Gain):
-    """Raises on its `fail_on`-th forward call."""
-
-    def __init__(self, fail_on: int):
-        super().__init__(0.5)
-        self.calls, self.fail_on = 0, fail_on
-
-    def forward(self, x, heads=(0,)):
-        self.calls += 1
-        if self.calls == self.fail_on:
-            raise RuntimeError("the model failed midway")
-        return super().forward(x, heads)
-
-
-@pytest.fixture
-def chunk_spy(monkeypatch) -> dict:
-    """Records what separate_chunked returned and how many final blocks it handed out."""
-    seen = {"returned": [], "final_blocks": 0}
-    real_chunked = models_module.separate_chunked
-
-    def chunked(*args, on_final=None, **kwargs):
-        def counting(first_sample, block):
-            seen["final_blocks"] += 1
-            on_final(first_sample, block)
-
-        result = real_chunked(*args, on_final=counting if on_final else None, **kwargs)
-        seen["returned"].append(result)
-        return result
-
-    monkeypatch.setattr(models_module, "separate_chunked", chunked)
-    return seen
-
-
-@pytest.fixture
-def stream_writes(monkeypatch) -> list[str]:
-    """The stem of every StemStream.write call, in call order."""
-    stems, real_write = [], StemStream.write
-
-    def write(self, block):
-        stems.append(self.stem_name)
-        real_write(self, block)
-
-    monkeypatch.setattr(StemStream, "write", write)
-    return stems
-
-
-def expected_files(song: Path, vocals: torch.Tensor, out_dir: Path, output: OutputSettings) -> list[Path]:
-    """write_stem's files for these vocals and mix - vocals."""
-    mix = decode_audio(song)
-    return [
-        write_stem(vocals.numpy(), "vocals", out_dir, output),
-        write_stem(mix - vocals.numpy(), "instrumental", out_dir, output),
-    ]
-
-
-@pytest.mark.parametrize(
-    "output",
-    [OutputSettings(format="wav", wav_bit_depth="16"), OutputSettings(format="mp3", mp3_bitrate=128)],
-    ids=["wav", "mp3"],
-)
-def test_streamed_stems_are_the_files_written_after_the_model(
-    separator, streamed_song, tmp_path, monkeypatch, chunk_spy, stream_writes, output
-):
-    monkeypatch.setattr(separator.model("bs_roformer_vocals"), "model", Gain(0.6))  # fast
-    settings = SeparationSettings(**STREAMING, output=output)
-    files = [stem.path for stem in separator.separate_file(streamed_song, tmp_path / "out", settings)]
-    assert chunk_spy["final_blocks"] > 2
-    assert stream_writes.count("vocals") == chunk_spy["final_blocks"]  # every final span, as it came
-    assert stream_writes.count("instrumental") == chunk_spy["final_blocks"]
-    [vocals] = chunk_spy["returned"]
-    expected = expected_files(streamed_song, vocals[0], tmp_path / "expected", output)
-    assert [f.name for f in files] == [f.name for f in expected]
-    assert all(f.read_bytes() == e.read_bytes() for f, e in zip(files, expected, strict=True))
-
-
-def test_other_output_rates_write_after_the_model(
-    separator, streamed_song, tmp_path, monkeypatch, chunk_spy, stream_writes
-):
-    monkeypatch.setattr(separator.model("bs_roformer_vocals"), "model", Gain(0.6))
-    output = OutputSettings(format="wav", sample_rate=48000)
-    files = [
-        stem.path
-        for stem in separator.separate_file(
-            streamed_song, tmp_path / "out", SeparationSettings(**STREAMING, output=output)
-        )
-    ]
-    assert not stream_writes  # nothing is streamed: each stem is resampled whole
-    [vocals] = chunk_spy["returned"]
-    expected = expected_files(streamed_song, vocals[0], tmp_path / "expected", output)
-    assert all(f.read_bytes() == e.read_bytes() for f, e in zip(files, expected, strict=True))
-    assert sf.info(files[0]).samplerate == 48000
-
-
-@pytest.mark.parametrize("output_format", ["wav", "mp3"])
-def test_a_model_failing_midway_leaves_no_files_and_no_encoders(
-    separator, streamed_song, tmp_path, monkeypatch, chunk_spy, output_format
-):
-    monkeypatch.setattr(separator.model("bs_roformer_vocals"), "model", FailsOnCall(fail_on=4))
-    settings = SeparationSettings(**STREAMING, output=OutputSettings(format=output_format))
-    with pytest.raises(RuntimeError, match="failed midway"):
-        separator.separate_file(streamed_song, tmp_path / "out", settings)
-    assert chunk_spy["final_blocks"] >= 2  # the streams had been written to
-    assert not list((tmp_path / "out").iterdir()) and not ffmpeg_children()
-
-
-def test_a_clipping_instrumental_is_rescaled_as_write_stem_rescales_it(
-    separator, tmp_path, monkeypatch, chunk_spy
-):
-    song = write_song(tmp_path / "loud.wav", seconds=16.0)
-    mix = sf.read(song, dtype="float32")[0]
-    sf.write(song, 2 * mix, 44100, subtype="FLOAT")  # peaks near 1
-    monkeypatch.setattr(separator.model("bs_roformer_vocals"), "model", Gain(-0.25))  # mix - vocals: 1.25 mix
-    output = OutputSettings(format="wav", wav_bit_depth="24")
-    files = [
-        stem.path
-        for stem in separator.separate_file(
-            song, tmp_path / "out", SeparationSettings(**STREAMING, output=output)
-        )
-    ]
-    [vocals] = chunk_spy["returned"]
-    expected = expected_files(song, vocals[0], tmp_path / "expected", output)
-    assert all(f.read_bytes() == e.read_bytes() for f, e in zip(files, expected, strict=True))
-    instrumental = sf.read(files[1], dtype="float32")[0]
-    assert 20 * np.log10(np.abs(instrumental).max()) == pytest.approx(RESCALE_PEAK_DBFS, abs=1e-3)
-
-
-def test_stems_handed_out_stay_when_a_later_model_fails(separator, streamed_song, tmp_path, monkeypatch):
-    """The vocals and instrumental are yielded before Demucs runs; Demucs failing leaves them, and nothing of
-    its own stems."""
-    monkeypatch.setattr(separator.model("bs_roformer_vocals"), "model", Gain(0.6))
-
-    def fail(*args, **kwargs):
-        raise RuntimeError("Demucs failed")
-
-    monkeypatch.setattr(DemucsSeparator, "separate", fail)
-    settings = SeparationSettings(**STREAMING, stems="all_4", output=OutputSettings(format="mp3"))
-    handed_out = []
-    with pytest.raises(RuntimeError, match="Demucs failed"):
-        for stem in separator.stems_as_written(streamed_song, tmp_path / "out", settings):
-            handed_out.append(stem.path.name)
-    assert handed_out == ["vocals.mp3", "instrumental.mp3"]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["instrumental.mp3", "vocals.mp3"]
-    assert not ffmpeg_children()
-
-
-@pytest.mark.parametrize("sample_rate", [44100, 48000])
-def test_every_stem_comes_with_its_figures(separator, song, tmp_path, monkeypatch, sample_rate):
-    """Silent vocals are reported as silence, not present; the instrumental is then the mix itself."""
-    monkeypatch.setattr(separator.model("bs_roformer_vocals"), "model", Gain(0.0))
-    output = OutputSettings(format="wav", wav_bit_depth="32-float", sample_rate=sample_rate)
-    vocals, instrumental = separator.separate_file(
-        song, tmp_path, SeparationSettings(**STREAMING, output=output)
-    )
-    assert vocals.report == StemReport(peak_dbfs=None, loudness_lufs=None, active_fraction=0.0, present=False)
-    mix = decode_audio(song)
-    assert instrumental.report.loudness_lufs == pytest.approx(measure_mix(mix, 44100), abs=0.05)
-    assert instrumental.report.peak_dbfs == pytest.approx(20 * np.log10(np.abs(mix).max()), abs=0.05)
-    assert instrumental.report.active_fraction == 1.0 and instrumental.report.present
-
-
-# ---------------------------------------------------------------------------------------------------------
-# The guitar mode and extra stems (the Mega-53 family, tiny: fp16, 53 heads, hop 512)
-
-
 @pytest.mark.slow
 def test_guitar_mode_computes_head_20_only_and_returns_the_song_without_the_guitar(
     tiny_weights_dir, song, tmp_path
@@ -452,8 +156,7 @@ def test_guitar_mode_computes_head_20_only_and_returns_the_song_without_the_guit
     separator = Separator(tiny_weights_dir, "cpu")
     assert "bs_roformer_mega53" not in separator.loaded_models  # lazy
     output = OutputSettings(format="wav", wav_bit_depth="32-float")
-    settings = SeparationSettings(stems="guitar", output=output)
-    written = separator.separate_file(song, tmp_path, settings)
+    written = separate_file(separator, song, tmp_path, SeparationSettings(stems="guitar", output=output))
     assert [stem.path.name for stem in written] == [
         "vocals.wav",
         "instrumental.wav",
@@ -461,17 +164,19 @@ def test_guitar_mode_computes_head_20_only_and_returns_the_song_without_the_guit
         "no_guitar.wav",
     ]
     mega53 = separator.model("bs_roformer_mega53")
-    assert mega53.checkpoint.loaded_heads == [20] and mega53.spec.stems[20] == "guitar"
+    assert loaded_heads(mega53.checkpoint.model) == [20] and mega53.spec.stem_names()[20] == "guitar"
 
     mix = decode_audio(song)
     guitar, no_guitar = (sf.read(stem.path, dtype="float32")[0].T for stem in written[2:])
     np.testing.assert_allclose(guitar + no_guitar, mix, atol=1e-6)
     # head 20 of the file, at the config's 20 s chunks and half overlap (not the request's 8 s)
-    reference = RoformerCheckpoint(mega53.spec.config, tiny_weights_dir / mega53.spec.checkpoint, heads=[20])
-    chunk, overlap = mega53.inference["chunk_samples"], mega53.inference["overlap_samples"]
+    reference = RoformerCheckpoint(
+        mega53.spec.settings["model"], tiny_weights_dir / mega53.spec.checkpoint, heads=[20]
+    )
+    chunk, overlap = mega53.spec.chunking_samples(SeparationSettings())
     assert (chunk, overlap) == (882_000, 441_000)
-    model = functools.partial(reference.model, heads=[20])
-    expected = separate_chunked(model, torch.from_numpy(mix), "cpu", chunk, overlap)[0]
+    model = lambda audio: reference.model(audio, heads=[20])  # noqa: E731
+    expected = chunked_output(separate_chunked(model, torch.from_numpy(mix), "cpu", chunk, overlap))[0]
     np.testing.assert_allclose(guitar, expected.numpy(), atol=1e-6)
 
 
@@ -481,10 +186,10 @@ def test_extra_stems_come_after_the_mode_in_the_order_given(tiny_weights_dir, so
     settings = SeparationSettings(
         stems="vocals_instrumental", extra_stems=("piano", "electric-guitar", "kick")
     )
-    written = separator.separate_file(song, tmp_path, settings)
+    written = separate_file(separator, song, tmp_path, settings)
     assert [stem.name for stem in written] == ["vocals", "instrumental", "piano", "electric-guitar", "kick"]
     assert all(stem.path == tmp_path / f"{stem.name}.wav" and stem.path.is_file() for stem in written)
-    names = separator.model("bs_roformer_mega53").spec.stems
-    assert separator.model("bs_roformer_mega53").checkpoint.loaded_heads == sorted(
+    names = separator.model("bs_roformer_mega53").spec.stem_names()
+    assert loaded_heads(separator.model("bs_roformer_mega53").checkpoint.model) == sorted(
         names.index(name) for name in ("piano", "electric-guitar", "kick")
     )

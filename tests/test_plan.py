@@ -7,9 +7,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from separation.demucs_model import DemucsSpec
 from separation.errors import SettingsError
-from separation.manifest import load_manifest
-from separation.plan import CONFIG_DIR, PLAN_FILE_NAME, DemucsSpec, RoformerSpec, StemPlan
+from separation.manifest import load_manifest, package_file_path
+from separation.plan import CONFIG_DIR, PLAN_FILE_NAME, StemPlan
+from separation.roformer_model import RoformerSpec
+from separation.settings import SeparationSettings
 
 EXPECTED_ORDER = {
     "vocals_instrumental": ["vocals", "instrumental"],
@@ -43,9 +46,10 @@ def test_unknown_mode_is_a_clear_error(plan):
 def test_specs_are_typed_and_config_paths_resolved(plan):
     vocals = plan.models["bs_roformer_vocals"]
     assert isinstance(vocals, RoformerSpec) and vocals.chunking == "request" and vocals.config.is_file()
-    assert vocals.stems == ("vocals",)
+    assert vocals.stem_names() == ("vocals",)
     mega53 = plan.models["bs_roformer_mega53"]
-    assert mega53.chunking == "config" and list(mega53.stems) == MEGA53_STEMS and mega53.stems[20] == "guitar"
+    assert mega53.chunking == "config" and list(mega53.stem_names()) == MEGA53_STEMS
+    assert mega53.stem_names()[20] == "guitar"
     assert isinstance(plan.models["htdemucs_ft"], DemucsSpec) and plan.models["htdemucs_ft"].batch_size == 8
 
 
@@ -81,7 +85,10 @@ def edited_plan(tmp_path: Path, edit) -> Path:
             lambda d: d["modes"]["all_4"]["complements"].append("no_guitar"),
             "complement 'no_guitar' but not its",
         ),
-        (lambda d: d.update(extra_stems_from="htdemucs_6s"), "extra_stems_from must name a bs_roformer"),
+        (
+            lambda d: d.update(extra_stems_from="htdemucs_6s"),
+            "extra_stems_from must name a model whose stems",
+        ),
         (lambda d: d["models"]["htdemucs_6s"].update(load="sometimes"), "load must be one of setup, lazy"),
         (lambda d: d["models"]["bs_roformer_vocals"].update(chunking="auto"), "chunking must be one of"),
         (lambda d: d["models"]["htdemucs_ft"].update(segment=7.8), "unknown keys \\['segment'\\]"),
@@ -93,35 +100,34 @@ def test_a_bad_plan_is_rejected_at_load_with_a_reason(tmp_path, edit, words):
         StemPlan.load(edited_plan(tmp_path, edit))
 
 
-def test_the_plan_and_the_weights_manifest_agree(plan):
-    """Every model of the plan has its files in the manifest, and every manifest file belongs to one."""
-    files = load_manifest()
+def test_the_plan_and_the_weights_manifest_agree(plan, tmp_path):
+    """Every model of the plan has its files in the manifest, and every manifest file belongs to one: in a
+    folder laid out as the manifest says (files shipped in a package copied, the others empty), each model
+    lists exactly its manifest's files."""
     targets_by_model: dict[str, set[str]] = {}
-    for file in files:
+    for file in load_manifest():
         targets_by_model.setdefault(file.model, set()).add(file.target)
+        path = tmp_path / file.target
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(package_file_path(file.package_file).read_bytes() if file.package_file else b"")
     assert set(targets_by_model) == set(plan.models)
     for name, spec in plan.models.items():
-        if isinstance(spec, RoformerSpec):
-            assert targets_by_model[name] == {spec.checkpoint}
-        else:
-            bag = yaml.safe_load(
-                (CONFIG_DIR.parent / "tests" / "data" / "demucs_remote" / f"{spec.bag}.yaml").read_text()
-            )
-            expected = {f"{spec.folder}/{spec.bag}.yaml"}
-            assert expected <= targets_by_model[name]
-            signatures = {Path(target).name.split("-")[0] for target in targets_by_model[name] - expected}
-            assert signatures == set(bag["models"])
+        assert set(spec.weight_files(tmp_path)) == targets_by_model[name], name
+
+
+def request(mode: str, extra_stems=()) -> SeparationSettings:
+    return SeparationSettings(stems=mode, extra_stems=tuple(extra_stems))
 
 
 def test_extra_stems_follow_the_mode_and_share_its_mega53_run(plan):
-    work = plan.resolve("guitar", ["piano", "electric-guitar", "kick"])
+    work = plan.resolve(request("guitar", ["piano", "electric-guitar", "kick"]))
     assert work.order == ["vocals", "instrumental", "guitar", "no_guitar", "piano", "electric-guitar", "kick"]
     assert work.uses == {
         "bs_roformer_vocals": ("vocals",),
         "bs_roformer_mega53": ("guitar", "piano", "electric-guitar", "kick"),  # one run, four heads
     }
     assert work.complements == {"instrumental": "vocals", "no_guitar": "guitar"}
-    assert plan.resolve("all_4", ["snare"]).uses["bs_roformer_mega53"] == ("snare",)
+    assert plan.resolve(request("all_4", ["snare"])).uses["bs_roformer_mega53"] == ("snare",)
     assert plan.extra_stem_names == tuple(MEGA53_STEMS)
 
 
@@ -136,6 +142,6 @@ def test_extra_stems_follow_the_mode_and_share_its_mega53_run(plan):
 )
 def test_bad_extra_stems_are_one_line_listing_the_names(plan, mode, extra, words):
     with pytest.raises(SettingsError, match=words) as error:
-        plan.resolve(mode, extra)
+        plan.resolve(request(mode, extra))
     message = str(error.value)
     assert "\n" not in message and "accordion, acoustic-guitar" in message and message.endswith("woodwind")

@@ -6,10 +6,12 @@ import base64
 import http.client
 import importlib.util
 import json
+import logging
 import random
 import socket
 import sys
 import threading
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,7 +26,11 @@ STEMS = ("vocals", "instrumental", "drums", "bass", "guitar", "piano", "other")
 
 def _load_receiver():
     """Import the example by path (examples/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("webhook_receiver", MODULE_PATH)
+    return _load_module("webhook_receiver", MODULE_PATH)
+
+
+def _load_module(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses resolve their module through sys.modules
     spec.loader.exec_module(module)
@@ -32,6 +38,7 @@ def _load_receiver():
 
 
 receiver = _load_receiver()
+signing_relay = _load_module("signing_relay", MODULE_PATH.with_name("signing_relay.py"))
 
 
 def stem_url(stem: str) -> str:
@@ -345,6 +352,42 @@ def test_missing_signature_header_is_rejected(harness, missing):
     status, reply = harness.post(body, headers)
     assert status == 400
     assert missing in reply["error"]
+
+
+def test_unsigned_request_is_rejected_naming_the_relay_and_logged(harness, caplog):
+    """A self-hosted runtime sends webhooks without signature headers: the reply and the log say so."""
+    caplog.set_level(logging.WARNING, logger="webhook_receiver")
+    status, reply = harness.post(prediction_body("p1", "processing"), {"Content-Type": "application/json"})
+    assert status == 400
+    assert "unsigned" in reply["error"] and "signing_relay.py" in reply["error"]
+    [record] = [r for r in caplog.records if r.name == "webhook_receiver"]
+    assert record.levelno == logging.WARNING
+    assert "400" in record.getMessage() and "unsigned" in record.getMessage()
+
+
+def test_rejected_signature_is_logged_at_warning_with_the_reason(harness, caplog):
+    caplog.set_level(logging.WARNING, logger="webhook_receiver")
+    body = prediction_body("p1", "processing")
+    assert harness.post(body, signed_headers(body, "msg_1", secret=OTHER_SECRET))[0] == 401
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("401" in message and "signature verification failed" in message for message in messages)
+
+
+def test_signing_relay_makes_an_unsigned_webhook_acceptable(harness):
+    """examples/signing_relay.py signs as Replicate does: what the runtime sends unsigned is accepted."""
+    target = f"http://127.0.0.1:{harness.port}{receiver.DEFAULT_PATH}"
+    running = signing_relay.SigningRelay(target, SECRET)
+    try:
+        body = prediction_body("p1", "processing", output=[stem_url("instrumental")])
+        request = urllib.request.Request(running.url, data=body, method="POST")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+            assert json.loads(response.read())["outcome"] == "applied"
+    finally:
+        running.close()
+    assert harness.store.get("p1").stems == {"instrumental": stem_url("instrumental")}
+    wrong = signing_relay.signed_headers(OTHER_SECRET, "msg_2", int(datetime.now().timestamp()), body)
+    assert harness.post(body, wrong)[0] == 401
 
 
 def test_malformed_signature_header_is_rejected_not_crashing(harness):

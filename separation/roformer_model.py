@@ -1,0 +1,109 @@
+"""The `bs_roformer` model type: a BS-RoFormer checkpoint and its config, run in overlapping chunks.
+
+Plan entry keys: `config` (relative to the plan's folder; read once, here), `checkpoint` (relative to the
+weights folder), `load`, and `chunking`: `request` runs at the request's chunk_size / overlap, `config` at
+the config's `inference` section (chunk_samples, overlap_samples). The batch size comes from the request,
+else from the config's `inference.batch_size`. The config's `stems` name the mask heads in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from .chunking import separate_chunked
+from .errors import SettingsError
+from .model_base import ModelSpec, Progress, StemSpan
+from .roformer_checkpoint import RoformerCheckpoint, load_config
+from .settings import SeparationSettings, check_batch_size, check_chunking
+
+CHUNKINGS = ("request", "config")  # whose chunk length and overlap the model runs at
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoformerSpec(ModelSpec):
+    """config: the config file; checkpoint: its file name in the weights folder; settings: the config's
+    sections (model, inference, stems), read once when the plan loads."""
+
+    type_name: ClassVar[str] = "bs_roformer"
+
+    config: Path
+    checkpoint: str
+    chunking: str = "config"
+    settings: dict[str, Any]
+
+    @classmethod
+    def parse_entry(cls, name: str, entry: dict[str, Any], plan_dir: Path) -> dict[str, Any]:
+        if entry.get("chunking", "config") not in CHUNKINGS:
+            raise SettingsError(
+                f"model {name!r}: chunking must be one of {', '.join(CHUNKINGS)}, not {entry['chunking']!r}"
+            )
+        entry["config"] = plan_dir / entry["config"]
+        entry["settings"] = settings = load_config(entry["config"])
+        inference = settings.get("inference", {})
+        if entry.get("chunking", "config") == "config":
+            try:
+                check_chunking(inference.get("chunk_samples", 0), inference.get("overlap_samples", 0))
+            except SettingsError as error:
+                raise SettingsError(f"model {name!r}, `inference` of {entry['config']}: {error}") from None
+        check_batch_size(inference.get("batch_size"))
+        return entry
+
+    def stem_names(self) -> tuple[str, ...]:
+        return tuple(self.settings["stems"])
+
+    def weight_files(self, weights_dir: Path) -> list[str]:
+        return [self.checkpoint]
+
+    def chunking_samples(self, settings: SeparationSettings) -> tuple[int, int]:
+        """(chunk_samples, overlap_samples) this model runs a request at."""
+        if self.chunking == "request":
+            return settings.chunk_samples, settings.overlap_samples
+        inference = self.settings["inference"]
+        return inference["chunk_samples"], inference["overlap_samples"]
+
+    def batch_size(self, settings: SeparationSettings) -> int:
+        """Chunks per forward pass: the request's, else the config's."""
+        return settings.batch_size or self.settings["inference"]["batch_size"]
+
+    def build(self, weights_dir: Path, device: torch.device) -> RoformerModel:
+        return RoformerModel(self, weights_dir, device)
+
+
+class RoformerModel:
+    """A loaded BS-RoFormer. A single-stem checkpoint loads whole; a multi-stem one loads its trunk here
+    and each mask head when a request first asks for its stem (then keeps it). A request computes only the
+    heads it asks for."""
+
+    def __init__(self, spec: RoformerSpec, weights_dir: Path, device: torch.device):
+        self.spec, self.device = spec, device
+        heads = None if len(spec.stem_names()) == 1 else []
+        self.checkpoint = RoformerCheckpoint(
+            spec.settings["model"], Path(weights_dir) / spec.checkpoint, device, heads
+        )
+
+    def separate(
+        self, mix: torch.Tensor, stems: Sequence[str], settings: SeparationSettings
+    ) -> Iterator[Progress | StemSpan]:
+        """mix: float32 [2, samples] CPU -> spans of the wanted stems, computing only their mask heads."""
+        heads = [self.spec.stem_names().index(stem) for stem in stems]
+        self.checkpoint.ensure_heads(heads)
+        chunk_samples, overlap_samples = self.spec.chunking_samples(settings)
+        for event in separate_chunked(
+            partial(self.checkpoint.model, heads=heads),
+            mix,
+            self.device,
+            chunk_samples,
+            overlap_samples,
+            self.spec.batch_size(settings),
+            settings.precision,
+        ):
+            if isinstance(event, Progress):
+                yield event
+            else:  # event.block: [stems, 2, n]
+                yield StemSpan(event.first_sample, dict(zip(stems, event.block, strict=True)))

@@ -1,0 +1,157 @@
+"""The stem writer, through the pipeline with stand-in models (fixtures/scaled_mix.py): spans streamed into
+files equal to the whole stems written at once, complements, failures midway, stems kept once handed out,
+figures, and the model held back by a slow encoder."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from fixtures.processes import ffmpeg_children
+from fixtures.scaled_mix import StandInFailure, register, write_scaled_mix_weights
+from fixtures.songs import write_song
+from separation.decode import decode_audio
+from separation.encode import RESCALE_PEAK_DBFS, StemStream, write_stem
+from separation.errors import WeightsError
+from separation.pipeline import Separator
+from separation.settings import OutputSettings, SeparationSettings
+from separation.stem_report import StemReport, measure_mix
+from separation.stem_writer import MAX_QUEUED_SPANS
+
+PLAN = {
+    "complements": {"instrumental": "vocals"},
+    "modes": {
+        "vocals_instrumental": {"models": {"voice": ["vocals"]}, "complements": ["instrumental"]},
+        "all_4": {
+            "models": {"voice": ["vocals"], "band": ["drums", "bass", "other"]},
+            "complements": ["instrumental"],
+        },
+    },
+    "output_order": ["vocals", "instrumental", "drums", "bass", "other"],
+}
+
+
+def stand_in_separator(folder: Path, monkeypatch, vocals_gain=0.6, voice=(), band=()) -> Separator:
+    """`voice` gives vocals = gain x mix in 0.25 s spans; `band` gives drums, bass, other in one span; the
+    dicts `voice` and `band` add to their entries (e.g. fail_after_spans)."""
+    register(monkeypatch)
+    models = {
+        "voice": {"gains": {"vocals": vocals_gain}, "span_samples": 11025, **dict(voice)},
+        "band": {"gains": {"drums": 0.1, "bass": 0.2, "other": 0.3}, "span_samples": 10**9, **dict(band)},
+    }
+    return Separator(write_scaled_mix_weights(folder, models, PLAN), "cpu")
+
+
+def written(separator: Separator, song: Path, out_dir: Path, **settings) -> list[Path]:
+    return [stem.path for stem in separator.stems_as_written(song, out_dir, SeparationSettings(**settings))]
+
+
+OUTPUTS = {
+    "wav16": OutputSettings(format="wav", wav_bit_depth="16"),
+    "wav-float-48k": OutputSettings(format="wav", wav_bit_depth="32-float", sample_rate=48000),
+    "flac24-48k": OutputSettings(format="flac", wav_bit_depth="24", sample_rate=48000),
+    "mp3": OutputSettings(format="mp3", mp3_bitrate=128),
+}
+
+
+@pytest.mark.parametrize("output", OUTPUTS.values(), ids=OUTPUTS.keys())
+def test_streamed_stems_are_the_files_written_whole(song, tmp_path, monkeypatch, output):
+    separator = stand_in_separator(tmp_path / "weights", monkeypatch)
+    files = written(separator, song, tmp_path / "out", stems="all_4", output=output)
+    mix = decode_audio(song)
+    expected = {
+        "vocals": 0.6 * mix,
+        "instrumental": mix - np.float32(0.6) * mix,
+        "drums": np.float32(0.1) * mix,
+        "bass": np.float32(0.2) * mix,
+        "other": np.float32(0.3) * mix,
+    }
+    assert [f.name for f in files] == [f"{stem}.{output.format}" for stem in expected]
+    for file, (stem, audio) in zip(files, expected.items(), strict=True):
+        reference = write_stem(audio, stem, tmp_path / "expected", output)
+        assert file.read_bytes() == reference.read_bytes(), stem
+
+
+def test_a_clipping_instrumental_is_rescaled_as_a_whole_write_rescales_it(tmp_path, monkeypatch):
+    song = write_song(tmp_path / "loud.wav", seconds=2.0)
+    sf.write(song, 2 * sf.read(song, dtype="float32")[0], 44100, subtype="FLOAT")  # peaks near 1
+    separator = stand_in_separator(tmp_path / "weights", monkeypatch, vocals_gain=-0.25)  # instrumental 1.25x
+    output = OutputSettings(format="wav", wav_bit_depth="24")
+    vocals, instrumental = written(separator, song, tmp_path / "out", output=output)
+    mix = decode_audio(song)
+    reference = write_stem(mix - np.float32(-0.25) * mix, "instrumental", tmp_path / "expected", output)
+    assert instrumental.read_bytes() == reference.read_bytes()
+    peak = np.abs(sf.read(instrumental, dtype="float32")[0]).max()
+    assert 20 * np.log10(peak) == pytest.approx(RESCALE_PEAK_DBFS, abs=1e-3)
+
+
+@pytest.mark.parametrize("output_format", ["wav", "mp3"])
+def test_a_model_failing_midway_leaves_no_files_and_no_encoders(song, tmp_path, monkeypatch, output_format):
+    separator = stand_in_separator(tmp_path / "weights", monkeypatch, voice={"fail_after_spans": 3})
+    with pytest.raises(StandInFailure):
+        written(separator, song, tmp_path / "out", output=OutputSettings(format=output_format))
+    assert not list((tmp_path / "out").iterdir()) and not ffmpeg_children()
+
+
+@pytest.mark.parametrize("output_format", ["wav", "mp3"])
+def test_non_finite_output_stops_at_once_naming_the_model(song, tmp_path, monkeypatch, output_format):
+    separator = stand_in_separator(tmp_path / "weights", monkeypatch, vocals_gain=float("nan"))
+    with pytest.raises(WeightsError, match="voice produced NaN or infinite samples") as error:
+        written(separator, song, tmp_path / "out", output=OutputSettings(format=output_format))
+    assert "python -m separation.weights verify" in str(error.value)
+    assert separator.model("voice").spans == 1  # the first span stopped it
+    assert not list((tmp_path / "out").iterdir()) and not ffmpeg_children()
+
+
+def test_stems_handed_out_stay_when_a_later_model_fails(song, tmp_path, monkeypatch):
+    """The vocals and instrumental are yielded before the next model runs; its failing leaves them, and
+    nothing of its own stems."""
+    separator = stand_in_separator(tmp_path / "weights", monkeypatch, band={"fail_after_spans": 0})
+    handed_out = []
+    settings = SeparationSettings(stems="all_4", output=OutputSettings(format="mp3"))
+    with pytest.raises(StandInFailure):
+        for stem in separator.stems_as_written(song, tmp_path / "out", settings):
+            handed_out.append(stem.path.name)
+    assert handed_out == ["vocals.mp3", "instrumental.mp3"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["instrumental.mp3", "vocals.mp3"]
+    assert not ffmpeg_children()
+
+
+@pytest.mark.parametrize("sample_rate", [44100, 48000])
+def test_every_stem_comes_with_its_figures(song, tmp_path, monkeypatch, sample_rate):
+    """Silent vocals are reported as silence, not present; the instrumental is then the mix itself."""
+    separator = stand_in_separator(tmp_path / "weights", monkeypatch, vocals_gain=0.0)
+    output = OutputSettings(format="wav", wav_bit_depth="32-float", sample_rate=sample_rate)
+    vocals, instrumental = separator.stems_as_written(song, tmp_path, SeparationSettings(output=output))
+    assert vocals.report == StemReport(peak_dbfs=None, loudness_lufs=None, active_fraction=0.0, present=False)
+    mix = decode_audio(song)
+    assert instrumental.report.loudness_lufs == pytest.approx(measure_mix(mix, 44100), abs=0.05)
+    assert instrumental.report.peak_dbfs == pytest.approx(20 * np.log10(np.abs(mix).max()), abs=0.05)
+    assert instrumental.report.active_fraction == 1.0 and instrumental.report.present
+
+
+def test_a_slow_encoder_holds_the_model_back(song, tmp_path, monkeypatch):
+    """While a stem's writer is stuck, the model gets at most MAX_QUEUED_SPANS spans ahead of it: spans do
+    not pile up in memory."""
+    separator = stand_in_separator(tmp_path / "weights", monkeypatch)
+    release, real_write = threading.Event(), StemStream.write
+
+    def stuck_write(stream, block):
+        release.wait(timeout=30)
+        real_write(stream, block)
+
+    monkeypatch.setattr(StemStream, "write", stuck_write)
+    run = threading.Thread(target=lambda: written(separator, song, tmp_path / "out"))
+    run.start()
+    time.sleep(1.0)  # ample for the tiny stand-in to run ahead, were it not held back
+    spans_while_stuck = separator.model("voice").spans
+    release.set()
+    run.join(timeout=60)
+    assert spans_while_stuck == MAX_QUEUED_SPANS  # the next span waits for a place in the queue
+    assert separator.model("voice").spans == 8
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["instrumental.wav", "vocals.wav"]
