@@ -10,8 +10,9 @@ to a peak of RESCALE_PEAK_DBFS (logged). Whether that is needed is known only on
 seen, so in those formats a stream also spools its samples, float32 at the output rate, to an anonymous
 file in the system temporary directory: 8 bytes per stereo frame at the output rate (a 10-minute stem:
 212 MB at 44.1 kHz, 230 MB at 48 kHz), on local disk, gone when the stream closes or aborts (the system
-removes it should the process die). A stem that must be rescaled is encoded again from its spool, block by
-block, at its final gain. 32-bit float WAV keeps every value as it is and spools nothing.
+removes it should the process die). The first sample beyond full scale stops the encoding at gain 1 (that
+file would be thrown away); at close the stem is encoded from its spool, block by block, at its final
+gain. 32-bit float WAV keeps every value as it is and spools nothing.
 
 However a stem is cut into blocks, its file is byte for byte the one written by resampling the whole stem,
 taking the gain from the whole stem's peak and encoding it in one go (tests/test_encode.py).
@@ -76,6 +77,7 @@ class StemStream:
         self._resampler = None
         if settings.sample_rate != SAMPLE_RATE:
             self._resampler = StreamResampler(SAMPLE_RATE, settings.sample_rate, channels=2)
+        # the file at gain 1; None once the stem went beyond full scale: it is then written at close
         self._encoder = open_encoder(self.path, settings)
         self._full_scale = self._encoder.full_scale
         # float32 [frames, 2] at the output rate, unscaled: what a rescale encodes again
@@ -116,8 +118,9 @@ class StemStream:
         try:
             if self._resampler is not None:
                 self._encode(self._resampler.flush())  # the filter's delay
-            self._encoder.finish()
-            if self._full_scale is not None and self._peak > self._full_scale:
+            if self._encoder is not None:
+                self._encoder.finish()
+            else:
                 self._rescale()
         except BaseException:
             self.abort()
@@ -132,21 +135,27 @@ class StemStream:
         finished file is not partial)."""
         if self._open:
             self._open = False
-            self._encoder.abort()
+            if self._encoder is not None:
+                self._encoder.abort()
             if self._spool is not None:
                 self._spool.close()
 
     def _encode(self, audio: np.ndarray) -> None:
-        """Encode float32 [2, m] at the output rate at gain 1, spool and measure it."""
+        """Encode float32 [2, m] at the output rate at gain 1 while the stem fits full scale; spool and
+        measure it."""
         self._peak = max(self._peak, sample_peak(audio))
-        self._encoder.write(audio, 1.0)
+        if self._encoder is not None and self._full_scale is not None and self._peak > self._full_scale:
+            self._encoder.abort()  # this stem is rescaled: the file is written from the spool at close
+            self._encoder = None
+        if self._encoder is not None:
+            self._encoder.write(audio, 1.0)
         if self._spool is not None:
             self._spool.write(np.ascontiguousarray(audio.T))  # [m, 2]
         if self.meter is not None:
             self.meter.add(audio)
 
     def _rescale(self) -> None:
-        """Write the file again from the spool, scaled to a peak of RESCALE_PEAK_DBFS (logged)."""
+        """Write the file from the spool, scaled to a peak of RESCALE_PEAK_DBFS (logged)."""
         gain = 10 ** (RESCALE_PEAK_DBFS / 20) / self._peak
         logger.info(
             "Stem '%s' peaks at %+.2f dBFS; scaled by %.2f dB to avoid clipping",

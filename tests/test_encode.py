@@ -365,3 +365,16 @@ def test_aborting_a_closed_stream_keeps_its_file(tmp_path, settings):
     path = stream.close()
     stream.abort()
     assert path.is_file() and path.stat().st_size > 0
+
+
+def test_encoding_at_gain_1_stops_once_the_stem_goes_beyond_full_scale(tmp_path):
+    """That file would be thrown away: the stem is encoded from its spool at close."""
+    stem = stem_signal(peak=0.5)
+    stem[:, 20_000:] *= 3  # [2, samples], beyond full scale from sample 20,000 on
+    with StemStream("vocals", tmp_path, OutputSettings(format="mp3"), stem.shape[1]) as stream:
+        stream.write(stem[:, :20_000])
+        assert ffmpeg_children()
+        stream.write(stem[:, 20_000:])
+        assert not ffmpeg_children() and not stream.path.exists()
+        path = stream.close()
+    assert decode_audio(path).max() == pytest.approx(10 ** (RESCALE_PEAK_DBFS / 20), abs=0.02)
