@@ -1,81 +1,67 @@
-"""Encoding: stems as WAV, FLAC or MP3 files, whole (`write_stem`) or block by block (`StemStream`).
+"""Encoding: a stem becomes a WAV, FLAC or MP3 file block by block (`StemStream`), or whole (`write_stem`).
 
-`write_stem` writes `<out_dir>/<stem_name>.<ext>`. Integer formats and MP3 never wrap around: a stem whose
-peak exceeds the format's full scale is scaled down to a peak of -0.1 dBFS (logged). 32-bit float WAV keeps
-every value as it is. `StemStream` writes the same file while the stem is still being computed, block by
-block at the models' rate; only a stem that needs that rescale is written a second time, whole, when it is
-complete.
+A stem arrives as float32 [2, n] blocks at SAMPLE_RATE, in order, while it is still being computed. Each
+block is resampled to the output rate (soxr VHQ as a stream: sample for sample what resampling the whole
+stem gives), measured (`StemMeter`) and encoded at once, at gain 1 (separation.encoders). Nothing
+stem-sized is held in memory: the block in hand, soxr's state and the encoders' blocks of BLOCK_FRAMES.
+
+Integer formats and MP3 never wrap around: a stem whose peak exceeds the format's full scale is scaled down
+to a peak of RESCALE_PEAK_DBFS (logged). Whether that is needed is known only once the whole stem has been
+seen, so in those formats a stream also spools its samples, float32 at the output rate, to an anonymous
+file in the system temporary directory: 8 bytes per stereo frame at the output rate (a 10-minute stem:
+212 MB at 44.1 kHz, 230 MB at 48 kHz), on local disk, gone when the stream closes or aborts (the system
+removes it should the process die). The first sample beyond full scale stops the encoding at gain 1 (that
+file would be thrown away); at close the stem is encoded from its spool, block by block, at its final
+gain. 32-bit float WAV keeps every value as it is and spools nothing.
+
+However a stem is cut into blocks, its file is byte for byte the one written by resampling the whole stem,
+taking the gain from the whole stem's peak and encoding it in one go (tests/test_encode.py).
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import logging
 import math
 import re
-import subprocess
 import tempfile
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
-from .errors import SeparationError, SettingsError
-from .ffmpeg import FFMPEG_QUIET, missing_tool_error, short_reason
-from .samplerate import SAMPLE_RATE, resample
+from .encoders import BLOCK_FRAMES, open_encoder
+from .samplerate import SAMPLE_RATE, StreamResampler
 from .settings import OutputSettings
 from .stem_report import StemMeter, sample_peak
 
 logger = logging.getLogger(__name__)
 
 RESCALE_PEAK_DBFS = -0.1  # the peak of a stem that is scaled down to avoid clipping
-_WRITE_BLOCK_FRAMES = 1 << 20  # about 24 s at 44.1 kHz: 8 MiB of float32 stereo
+_SPOOL_FRAME_BYTES = 8  # a stereo frame of float32
 
 
 def write_stem(
     stem, stem_name: str, out_dir: Path, settings: OutputSettings, meter: StemMeter | None = None
 ) -> Path:
-    """Write one stem to `out_dir/<stem_name>.<ext>` and return that path.
-
-    `stem`: float32 [2, samples] at SAMPLE_RATE (numpy, or anything np.asarray accepts, e.g. a CPU tensor).
-    It is resampled to `settings.sample_rate` with soxr VHQ; a stem that peaks above the format's full scale
-    is scaled down to RESCALE_PEAK_DBFS (every format except 32-bit float WAV). Samples are converted and
-    written in blocks of `_WRITE_BLOCK_FRAMES`, so encoding holds no second copy of a long stem. A write
-    that fails leaves no file behind. A `meter` is given the samples at the output rate and the gain.
-    """
-    audio = _checked_stem(stem, stem_name)  # [2, samples]
-    path = _stem_path(stem_name, out_dir, settings)
-    audio = resample(audio, SAMPLE_RATE, settings.sample_rate)
-    gain = _encode_whole(audio, stem_name, path, settings)
-    if meter is not None:
-        for start in range(0, audio.shape[1], _WRITE_BLOCK_FRAMES):  # no track-sized filtered copy
-            meter.add(audio[:, start : start + _WRITE_BLOCK_FRAMES])
-        meter.gain = gain
-    return path
-
-
-def _encode_whole(audio: np.ndarray, stem_name: str, path: Path, settings: OutputSettings) -> float:
-    """Encode float32 [2, samples] at the output rate to `path`, scaled down if it would clip; the gain."""
-    full_scale = _full_scale(settings)
-    gain = 1.0 if full_scale is None else _peak_gain(audio, full_scale, stem_name)
-    with _open_encoder(path, settings) as encoder:
-        encoder.write(audio, gain)
-    return gain
+    """Write a whole stem to `out_dir/<stem_name>.<ext>` and return that path: a StemStream given the stem
+    as its one block, float32 [2, samples] at SAMPLE_RATE (numpy, or anything np.asarray accepts, e.g. a
+    CPU tensor). A write that fails leaves no file behind."""
+    audio = np.asarray(stem, dtype=np.float32)  # [2, samples]
+    with StemStream(stem_name, out_dir, settings, audio.shape[-1], meter) as stream:
+        stream.write(audio)
+        return stream.close()
 
 
 class StemStream:
-    """A stem file written block by block while the stem is still being computed, at SAMPLE_RATE only.
+    """A stem file written block by block while the stem is still being computed, at any output rate.
 
-    `write(block)` takes the stem's float32 [2, n] blocks at SAMPLE_RATE in order and encodes them at gain
-    1, tracking the peak; `close(whole_stem)` finishes the file once all `frames` frames were written: it is
-    then the file write_stem writes for the same samples. Where the peak exceeded the format's full scale,
-    close asks for the whole stem (`whole_stem()`, float32 [2, frames]) and rewrites the file as write_stem
-    does, scaled down. A `meter` is given every block and the gain. Other output rates are not streamed
-    (the constructor raises SettingsError): write_stem resamples the whole stem.
+    `write(block)` takes the stem's float32 [2, n] blocks at SAMPLE_RATE in order, of any sizes (a block
+    longer than BLOCK_FRAMES is taken BLOCK_FRAMES at a time); `close()` finishes the file once all
+    `frames` frames (at SAMPLE_RATE) were written, rescaling it from the spool where its peak exceeded the
+    format's full scale, and returns its path. A `meter` is given the samples at the output rate as they
+    go to the encoder, and at close the gain the stem was scaled by.
 
-    Leaving a `with` block without close(), or abort(), stops the encoder and removes the partial file.
+    Leaving a `with` block without close(), or abort(), stops the encoder and removes the partial file and
+    the spool.
     """
 
     def __init__(
@@ -86,16 +72,24 @@ class StemStream:
         frames: int,
         meter: StemMeter | None = None,
     ):
-        if settings.sample_rate != SAMPLE_RATE:
-            raise SettingsError(
-                f"stems are streamed at {SAMPLE_RATE} Hz only, not {settings.sample_rate} Hz; "
-                "write the whole stem with write_stem"
-            )
         self.stem_name, self.settings, self.frames, self.meter = stem_name, settings, frames, meter
         self.path = _stem_path(stem_name, out_dir, settings)
-        self._encoder = _open_encoder(self.path, settings)
-        self._peak = 0.0  # of the samples written so far, before clipping
-        self._frames_written = 0
+        self._resampler = None
+        if settings.sample_rate != SAMPLE_RATE:
+            self._resampler = StreamResampler(SAMPLE_RATE, settings.sample_rate, channels=2)
+        # the file at gain 1; None once the stem went beyond full scale: it is then written at close
+        self._encoder = open_encoder(self.path, settings)
+        self._full_scale = self._encoder.full_scale
+        # float32 [frames, 2] at the output rate, unscaled: what a rescale encodes again
+        self._spool = None
+        if self._full_scale is not None:
+            try:
+                self._spool = tempfile.TemporaryFile(prefix=f"spool-{stem_name}-")
+            except BaseException:
+                self._encoder.abort()
+                raise
+        self._peak = 0.0  # of the samples at the output rate so far, before scaling and clipping
+        self._frames_written = 0  # at SAMPLE_RATE
         self._open = True
 
     def __enter__(self) -> StemStream:
@@ -105,38 +99,77 @@ class StemStream:
         self.abort()
 
     def write(self, block) -> None:
-        """Encode the stem's next float32 [2, n] block; ValueError for a bad shape or non-finite samples."""
-        audio = _checked_stem(block, self.stem_name)
-        self._peak = max(self._peak, sample_peak(audio))
-        self._encoder.write(audio, 1.0)
+        """Encode the stem's next float32 [2, n] block at SAMPLE_RATE; ValueError for a bad shape or
+        non-finite samples (then nothing of the block is written)."""
+        audio = _checked_stem(block, self.stem_name)  # [2, n]
         self._frames_written += audio.shape[1]
-        if self.meter is not None:
-            self.meter.add(audio)
+        for start in range(0, audio.shape[1], BLOCK_FRAMES):
+            piece = audio[:, start : start + BLOCK_FRAMES]  # [2, <= BLOCK_FRAMES] at SAMPLE_RATE
+            self._encode(piece if self._resampler is None else self._resampler.resample(piece))
 
-    def close(self, whole_stem: Callable[[], np.ndarray]) -> Path:
-        """Finish the file; `whole_stem()` is called only when the stem must be rescaled. Returns the path."""
+    def close(self) -> Path:
+        """Finish the file; rescale it from the spool if it would clip. Returns the path. ValueError (and no
+        file) unless exactly `frames` frames were written."""
         if self._frames_written != self.frames:
             self.abort()
             raise ValueError(
                 f"stem {self.stem_name!r}: {self._frames_written} frames were streamed, not {self.frames}"
             )
+        try:
+            if self._resampler is not None:
+                self._encode(self._resampler.flush())  # the filter's delay
+            if self._encoder is not None:
+                self._encoder.finish()
+            else:
+                self._rescale()
+        except BaseException:
+            self.abort()
+            raise
         self._open = False
-        self._encoder.finish()
-        full_scale = self._encoder.full_scale
-        if full_scale is not None and self._peak > full_scale:
-            gain = _encode_whole(
-                _checked_stem(whole_stem(), self.stem_name), self.stem_name, self.path, self.settings
-            )
-            if self.meter is not None:  # it has measured the samples already
-                self.meter.gain = gain
+        if self._spool is not None:
+            self._spool.close()
         return self.path
 
     def abort(self) -> None:
-        """Stop the encoder and remove the partial file; a no-op once close() has begun (close cleans up
-        after itself, and a finished file is not partial)."""
+        """Stop the encoder, remove the partial file and the spool; a no-op once close() has succeeded (a
+        finished file is not partial)."""
         if self._open:
             self._open = False
-            self._encoder.abort()
+            if self._encoder is not None:
+                self._encoder.abort()
+            if self._spool is not None:
+                self._spool.close()
+
+    def _encode(self, audio: np.ndarray) -> None:
+        """Encode float32 [2, m] at the output rate at gain 1 while the stem fits full scale; spool and
+        measure it."""
+        self._peak = max(self._peak, sample_peak(audio))
+        if self._encoder is not None and self._full_scale is not None and self._peak > self._full_scale:
+            self._encoder.abort()  # this stem is rescaled: the file is written from the spool at close
+            self._encoder = None
+        if self._encoder is not None:
+            self._encoder.write(audio, 1.0)
+        if self._spool is not None:
+            self._spool.write(np.ascontiguousarray(audio.T))  # [m, 2]
+        if self.meter is not None:
+            self.meter.add(audio)
+
+    def _rescale(self) -> None:
+        """Write the file from the spool, scaled to a peak of RESCALE_PEAK_DBFS (logged)."""
+        gain = 10 ** (RESCALE_PEAK_DBFS / 20) / self._peak
+        logger.info(
+            "Stem '%s' peaks at %+.2f dBFS; scaled by %.2f dB to avoid clipping",
+            self.stem_name,
+            20 * math.log10(self._peak),
+            20 * math.log10(gain),
+        )
+        self._spool.seek(0)
+        with open_encoder(self.path, self.settings) as encoder:
+            while data := self._spool.read(BLOCK_FRAMES * _SPOOL_FRAME_BYTES):
+                frames = np.frombuffer(data, dtype=np.float32).reshape(-1, 2)  # [frames, 2]
+                encoder.write(frames.T, gain)
+        if self.meter is not None:
+            self.meter.gain = gain
 
 
 def _stem_path(stem_name: str, out_dir: Path, settings: OutputSettings) -> Path:
@@ -151,209 +184,12 @@ def _stem_path(stem_name: str, out_dir: Path, settings: OutputSettings) -> Path:
 
 
 def _checked_stem(stem, stem_name: str) -> np.ndarray:
-    """float32 [2, samples] view of `stem`; ValueError for a bad shape or non-finite samples."""
+    """float32 [2, samples] view of `stem`; ValueError for a bad shape or non-finite samples (checked
+    BLOCK_FRAMES at a time: no stem-sized mask)."""
     audio = np.asarray(stem, dtype=np.float32)
     if audio.ndim != 2 or audio.shape[0] != 2:
         raise ValueError(f"stem {stem_name!r} must be [2, samples], got shape {list(audio.shape)}")
-    if not np.isfinite(audio).all():
-        raise ValueError(f"stem {stem_name!r} contains NaN or infinite samples")
+    for start in range(0, audio.shape[1], BLOCK_FRAMES):
+        if not np.isfinite(audio[:, start : start + BLOCK_FRAMES]).all():
+            raise ValueError(f"stem {stem_name!r} contains NaN or infinite samples")
     return audio
-
-
-def _pcm_bits(settings: OutputSettings) -> int | None:
-    """Bits per integer sample of a WAV or FLAC file; None for float WAV and for MP3."""
-    if settings.format == "mp3" or (settings.format == "wav" and settings.wav_bit_depth == "32-float"):
-        return None
-    return 16 if settings.wav_bit_depth == "16" else 24
-
-
-def _full_scale(settings: OutputSettings) -> float | None:
-    """The largest sample value a stem file holds: the largest integer sample for WAV and FLAC, 1.0 for
-    MP3 (LAME's float input), None (no limit) for 32-bit float WAV."""
-    bits = _pcm_bits(settings)
-    if bits is not None:
-        return (2 ** (bits - 1) - 1) / 2 ** (bits - 1)
-    return 1.0 if settings.format == "mp3" else None
-
-
-def _peak_gain(audio: np.ndarray, full_scale: float, stem_name: str) -> float:
-    """1, or the gain that brings the peak of float32 [2, samples] to RESCALE_PEAK_DBFS where it exceeds
-    +-full_scale (logged)."""
-    peak = sample_peak(audio)
-    if peak <= full_scale:
-        return 1.0
-    gain = 10 ** (RESCALE_PEAK_DBFS / 20) / peak
-    logger.info(
-        "Stem '%s' peaks at %+.2f dBFS; scaled by %.2f dB to avoid clipping",
-        stem_name,
-        20 * math.log10(peak),
-        20 * math.log10(gain),
-    )
-    return gain
-
-
-def _float_blocks(audio: np.ndarray, gain: float, full_scale: float | None) -> Iterator[np.ndarray]:
-    """Interleaved float32 [frames, 2] blocks of `audio` [2, samples] times `gain`, clipped to +-full_scale
-    (no clipping where `full_scale` is None)."""
-    for start in range(0, audio.shape[1], _WRITE_BLOCK_FRAMES):
-        block = audio[:, start : start + _WRITE_BLOCK_FRAMES].T * np.float32(gain)  # [frames, 2], a copy
-        if full_scale is not None:
-            np.clip(block, -full_scale, full_scale, out=block)
-        yield np.ascontiguousarray(block)
-
-
-def _to_pcm(block: np.ndarray, bits: int) -> np.ndarray:
-    """float32 [frames, 2] within [-1, 1) -> integer [frames, 2] for soundfile.
-
-    16 bits: int16. 24 bits: int32 holding the sample in its top 24 bits, which is what libsndfile writes
-    for PCM_24. Rounds to nearest without dither, so a float sample survives a 24-bit round trip within
-    half a step.
-    """
-    scale = float(2 ** (bits - 1))
-    samples = np.rint(block * np.float32(scale))
-    np.clip(samples, -scale, scale - 1, out=samples)
-    if bits == 16:
-        return samples.astype(np.int16)
-    return samples.astype(np.int32) << 8
-
-
-class _Encoder:
-    """A stem file being written: float32 [2, samples] in, samples clipped at `full_scale` (if any).
-
-    As a context manager it finishes the file on success and aborts (no file left) on an exception.
-    """
-
-    def __init__(self, path: Path, settings: OutputSettings):
-        self.path = path
-        self.full_scale = _full_scale(settings)
-
-    def __enter__(self) -> _Encoder:
-        return self
-
-    def __exit__(self, exc_type, *exc_info) -> None:
-        if exc_type is None:
-            self.finish()
-        else:
-            self.abort()
-
-    def write(self, audio: np.ndarray, gain: float) -> None:
-        """Append float32 [2, samples] times `gain`, clipped at full scale (if any), block by block."""
-        for frames in _float_blocks(audio, gain, self.full_scale):
-            self._write_frames(frames)
-
-    def _write_frames(self, frames: np.ndarray) -> None:
-        """Append interleaved float32 [frames, 2] samples."""
-        raise NotImplementedError
-
-    def finish(self) -> None:
-        """Complete the file."""
-        raise NotImplementedError
-
-    def abort(self) -> None:
-        """Stop writing and remove the file."""
-        raise NotImplementedError
-
-
-def _open_encoder(path: Path, settings: OutputSettings) -> _Encoder:
-    return _Mp3Encoder(path, settings) if settings.format == "mp3" else _SoundFileEncoder(path, settings)
-
-
-class _SoundFileEncoder(_Encoder):
-    """WAV (16 or 24-bit integer, 32-bit float) or FLAC (16 or 24-bit) through libsndfile."""
-
-    def __init__(self, path: Path, settings: OutputSettings):
-        super().__init__(path, settings)
-        self._bits = _pcm_bits(settings)
-        subtype = "FLOAT" if self._bits is None else f"PCM_{self._bits}"
-        container = settings.format.upper()
-        self._file = sf.SoundFile(path, "w", settings.sample_rate, 2, subtype=subtype, format=container)
-
-    def _write_frames(self, frames: np.ndarray) -> None:
-        self._file.write(frames if self._bits is None else _to_pcm(frames, self._bits))
-
-    def finish(self) -> None:
-        self._file.close()
-
-    def abort(self) -> None:
-        self._file.close()
-        self.path.unlink(missing_ok=True)
-
-
-class _Mp3Encoder(_Encoder):
-    """A constant-bit-rate MP3 from ffmpeg's libmp3lame, fed float32 samples through its stdin.
-
-    ffmpeg rather than the `lameenc` package: lameenc takes only 16-bit integer input, so the stem would be
-    quantised once before the lossy encoder, while libmp3lame gets the float samples; and ffmpeg writes the
-    LAME/Xing header with encoder delay and padding, so decoders return exactly the original samples' span.
-    ffmpeg is already required for decoding.
-    """
-
-    def __init__(self, path: Path, settings: OutputSettings):
-        super().__init__(path, settings)
-        _require_ffmpeg_encoder("libmp3lame")
-        command = [
-            *FFMPEG_QUIET,
-            "-f",
-            "f32le",
-            "-ar",
-            str(settings.sample_rate),
-            "-ac",
-            "2",
-            "-i",
-            "pipe:0",
-            "-c:a",
-            "libmp3lame",
-            "-b:a",
-            f"{settings.mp3_bitrate}k",
-            "-f",
-            "mp3",
-            "-y",
-            f"file:{path.absolute()}",
-        ]
-        self._log = tempfile.TemporaryFile()  # a file, not a pipe: ffmpeg can never block on its own log
-        try:
-            self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=self._log)
-        except OSError:
-            self._log.close()
-            raise
-
-    def _write_frames(self, frames: np.ndarray) -> None:
-        try:
-            self._process.stdin.write(frames.tobytes())
-        except BrokenPipeError:
-            pass  # ffmpeg stopped early; finish() reports its exit status and log
-
-    def finish(self) -> None:
-        with contextlib.suppress(BrokenPipeError):
-            self._process.stdin.close()
-        returncode = self._process.wait()
-        self._log.seek(0)
-        reason = self._log.read().decode(errors="replace")
-        self._log.close()
-        if returncode != 0:
-            self.path.unlink(missing_ok=True)
-            raise SeparationError(f"Writing {self.path.name} failed: {short_reason(reason, self.path)}")
-
-    def abort(self) -> None:
-        self._process.kill()
-        with contextlib.suppress(OSError):  # flushing into the killed process's pipe
-            self._process.stdin.close()
-        self._process.wait()
-        self._log.close()
-        self.path.unlink(missing_ok=True)
-
-
-@functools.cache
-def _require_ffmpeg_encoder(encoder: str) -> None:
-    """SeparationError unless this machine's ffmpeg lists `encoder`."""
-    try:
-        listing = subprocess.run(
-            ["ffmpeg", "-hide_banner", "-encoders"], capture_output=True, text=True
-        ).stdout
-    except FileNotFoundError:
-        raise missing_tool_error("ffmpeg") from None
-    if not re.search(rf"^\s*A\S*\s+{encoder}\s", listing, flags=re.MULTILINE):
-        raise SeparationError(
-            f"This machine's ffmpeg has no '{encoder}' encoder; install an ffmpeg built with it "
-            "(Debian's ffmpeg package has it)."
-        )

@@ -188,17 +188,16 @@ class StemMeter:
         self.loudness.add(block)
         self._peak = max(self._peak, sample_peak(block))
 
-    def report(self, mix_lufs: float | None, gain: float | None = None) -> StemReport:
-        """The figures of the stem scaled by `gain` (default: the encoder's `self.gain`), active windows
-        judged against the mix's `mix_lufs`."""
-        gain = self.gain if gain is None else gain
-        peak = self._peak * gain
-        loudness = self.loudness.integrated_lufs(gain)
+    def report(self, mix_lufs: float | None) -> StemReport:
+        """The figures of the stem scaled by the encoder's `gain`, active windows judged against the mix's
+        `mix_lufs`."""
+        peak = self._peak * self.gain
+        loudness = self.loudness.integrated_lufs(self.gain)
         if mix_lufs is None or not math.isfinite(mix_lufs):
             active_fraction = 0.0
         else:
             threshold_lufs = max(mix_lufs - ACTIVE_BELOW_MIX_LU, ABSOLUTE_GATE_LUFS)
-            active_fraction = float(np.mean(self.loudness.short_term_lufs(gain) >= threshold_lufs))
+            active_fraction = float(np.mean(self.loudness.short_term_lufs(self.gain) >= threshold_lufs))
         return StemReport(
             peak_dbfs=20.0 * math.log10(peak) if peak > 0 else None,
             loudness_lufs=loudness if math.isfinite(loudness) else None,
