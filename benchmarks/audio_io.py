@@ -25,9 +25,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+from fixtures.signals import resample_whole
 from separation.decode import decode_audio  # noqa: E402
 from separation.encode import write_stem  # noqa: E402
-from separation.samplerate import SAMPLE_RATE, resample  # noqa: E402
+from separation.samplerate import SAMPLE_RATE  # noqa: E402
 from separation.settings import OutputSettings  # noqa: E402
 
 ENCODINGS = {  # label -> settings for write_stem
@@ -114,10 +115,10 @@ def main() -> None:
         for label, path in files.items():
             seconds, cpu, peak_mib, _ = measure(lambda p=path: decode_audio(p))
             rows.append(("decode", label, seconds / minutes, cpu / minutes, peak_mib))
-    song_48k = resample(song, SAMPLE_RATE, 48000)
+    song_48k = resample_whole(song, SAMPLE_RATE, 48000)
     for label, stage in {
-        "44.1 -> 48 kHz": lambda: resample(song, SAMPLE_RATE, 48000),
-        "48 -> 44.1 kHz": lambda: resample(song_48k, 48000, SAMPLE_RATE),
+        "44.1 -> 48 kHz": lambda: resample_whole(song, SAMPLE_RATE, 48000),
+        "48 -> 44.1 kHz": lambda: resample_whole(song_48k, 48000, SAMPLE_RATE),
     }.items():
         seconds, cpu, peak_mib, _ = measure(stage)
         rows.append(("resample", label, seconds / minutes, cpu / minutes, peak_mib))

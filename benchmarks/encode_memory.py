@@ -6,7 +6,7 @@ Each case runs in a fresh Python process, twice:
   each block goes to a StemStream at once; no one holds the whole stem.
 - whole: the stem is made whole first, then resampled whole and encoded in one pass at the gain from its
   whole peak: what the whole-stem writer did before every write streamed (built here from
-  samplerate.resample and separation.encoders).
+  soxr over the whole stem and separation.encoders).
 
 Both feed a StemMeter. The figures: peak - baseline RSS of the write (VmHWM after it minus VmRSS just
 before, the peak reset through /proc/self/clear_refs; the whole write's baseline already holds the stem),
@@ -30,9 +30,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+from fixtures.signals import resample_whole
 from separation.encode import RESCALE_PEAK_DBFS, StemStream  # noqa: E402
 from separation.encoders import BLOCK_FRAMES, open_encoder  # noqa: E402
-from separation.samplerate import SAMPLE_RATE, resample  # noqa: E402
+from separation.samplerate import SAMPLE_RATE  # noqa: E402
 from separation.settings import OutputSettings  # noqa: E402
 from separation.stem_report import StemMeter, sample_peak  # noqa: E402
 
@@ -100,7 +101,7 @@ def child(label: str, mode: str, minutes: float, block_seconds: float, out_dir: 
                 stream.write(block)
             path = stream.close()
     else:
-        audio = resample(stem, SAMPLE_RATE, settings.sample_rate)  # [2, samples at the output rate]
+        audio = resample_whole(stem, SAMPLE_RATE, settings.sample_rate)  # [2, samples at the output rate]
         with open_encoder(out_dir / f"stem.{settings.extension}", settings) as encoder:
             limit, peak = encoder.full_scale, sample_peak(audio)
             gain = 10 ** (RESCALE_PEAK_DBFS / 20) / peak if limit is not None and peak > limit else 1.0

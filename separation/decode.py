@@ -28,11 +28,10 @@ from os import PathLike
 from pathlib import Path
 
 import numpy as np
-import soxr
 
 from .errors import AudioError, format_seconds
 from .ffmpeg import FFMPEG_QUIET, Deadline, FfmpegPipe, run_tool, short_reason
-from .samplerate import SAMPLE_RATE, SOXR_QUALITY
+from .samplerate import SAMPLE_RATE, StreamResampler
 from .settings import DEFAULT_MAX_DURATION_SECONDS
 from .upload import shown_name
 from .wav_header import check_wav_header
@@ -229,9 +228,7 @@ def _decode_stream(
     ]
     resampler = None
     if stream.sample_rate != SAMPLE_RATE:
-        resampler = soxr.ResampleStream(
-            stream.sample_rate, SAMPLE_RATE, decoded_channels, dtype="float32", quality=SOXR_QUALITY
-        )
+        resampler = StreamResampler(stream.sample_rate, SAMPLE_RATE, decoded_channels)
     blocks = []  # float32 [frames, decoded_channels] at SAMPLE_RATE
     source_frames = 0
     with FfmpegPipe(command, deadline) as pipe:
@@ -242,9 +239,9 @@ def _decode_stream(
                     "written incorrectly."
                 )
             source_frames += len(block)
-            blocks.append(block if resampler is None else resampler.resample_chunk(block))
+            blocks.append(block if resampler is None else resampler.resample(block.T).T)
         if resampler is not None:
-            blocks.append(resampler.resample_chunk(np.zeros((0, decoded_channels), np.float32), last=True))
+            blocks.append(resampler.flush().T)
         if pipe.returncode != 0:
             reason = short_reason(pipe.stderr(), path)
             if "Decoder" in reason and "not found" in reason:

@@ -23,12 +23,14 @@ from __future__ import annotations
 import logging
 import math
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from .encoders import BLOCK_FRAMES, open_encoder
+from .encoders import BLOCK_FRAMES, full_scale, open_encoder
+from .errors import SettingsError
 from .samplerate import SAMPLE_RATE, StreamResampler
 from .settings import OutputSettings
 from .stem_report import StemMeter, sample_peak
@@ -170,6 +172,22 @@ class StemStream:
                 encoder.write(frames.T, gain)
         if self.meter is not None:
             self.meter.gain = gain
+
+
+def check_spool_space(stems: int, frames: int, settings: OutputSettings) -> None:
+    """SettingsError unless the system's temporary folder has room for the spools of `stems` stems of
+    `frames` frames at SAMPLE_RATE in this output format (none for 32-bit float WAV)."""
+    if full_scale(settings) is None:
+        return
+    output_frames = math.ceil(frames * settings.sample_rate / SAMPLE_RATE)
+    needed_bytes = stems * output_frames * _SPOOL_FRAME_BYTES
+    free_bytes = shutil.disk_usage(tempfile.gettempdir()).free
+    if needed_bytes > free_bytes:
+        raise SettingsError(
+            f"{stems} stems of this song need {needed_bytes / 1e9:.1f} GB of temporary disk while they are "
+            f"written ({_SPOOL_FRAME_BYTES} bytes per stereo frame each); {free_bytes / 1e9:.1f} GB are "
+            "free. Ask for fewer stems, choose wav_bit_depth=32-float (no spool), or send a shorter song."
+        )
 
 
 def _stem_path(stem_name: str, out_dir: Path, settings: OutputSettings) -> Path:

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from .decode import decode_audio
+from .encode import check_spool_space
 from .errors import non_finite_output_error, weights_error
 from .manifest import WeightFile, default_weights_dir, load_manifest, manifest_for, select_models, verify
 from .model_base import Progress, SeparationModel, StemSpan
@@ -85,6 +86,7 @@ class Separator:
             mix_array = decode_audio(audio_path, max_duration_seconds=settings.max_duration_seconds)
             mix = torch.from_numpy(mix_array)  # [2, samples], sharing mix_array's memory
         reporter.decoded(mix.shape[-1] / SAMPLE_RATE)
+        check_spool_space(len(work.order), mix.shape[-1], settings.output)
         last_model = list(work.uses)[-1]
         with StemWriter(out_dir, settings.output, mix_array, work.complements) as writer:
             for model_name, stems in work.uses.items():

@@ -1,4 +1,4 @@
-"""The models' sample rate, and the one resampler used to reach it and to leave it."""
+"""The models' sample rate, and the one resampler used to reach it (decoding) and to leave it (encoding)."""
 
 from __future__ import annotations
 
@@ -9,21 +9,10 @@ SAMPLE_RATE = 44100  # Hz, the rate every model was trained at
 SOXR_QUALITY = "VHQ"
 
 
-def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
-    """Resample float32 audio [channels, samples] from `from_rate` to `to_rate` Hz with soxr VHQ.
-
-    Returns float32 [channels, round(samples * to_rate / from_rate)].
-    """
-    if from_rate == to_rate:
-        return audio
-    resampled = soxr.resample(audio.T, from_rate, to_rate, quality=SOXR_QUALITY)  # [samples, channels]
-    return np.ascontiguousarray(resampled.T, dtype=np.float32)
-
-
 class StreamResampler:
-    """`resample` for a signal that arrives in blocks, float32 [channels, n] each, in order.
+    """soxr VHQ resampling of a signal that arrives in blocks, float32 [channels, n] each, in order.
 
-    The blocks' outputs, followed by `flush()`, are exactly the samples `resample` gives for the whole
+    The blocks' outputs, followed by `flush()`, are exactly the samples `soxr.resample` gives for the whole
     signal, whatever the block sizes: soxr's stream keeps its state between blocks and its output does not
     depend on where the input was cut (measured with soxr 0.5 and 1.1; tests/test_encode.py checks it).
     """

@@ -13,11 +13,19 @@ import soundfile as sf
 import torch
 
 from fixtures.processes import ffmpeg_children
-from fixtures.signals import LEFT_HZ, SECONDS, dominant_hz, ffprobe_stream, rms_db, stem_signal
+from fixtures.signals import (
+    LEFT_HZ,
+    SECONDS,
+    dominant_hz,
+    ffprobe_stream,
+    resample_whole,
+    rms_db,
+    stem_signal,
+)
 from separation.decode import decode_audio
 from separation.encode import RESCALE_PEAK_DBFS, StemStream, write_stem
 from separation.errors import SettingsError
-from separation.samplerate import SAMPLE_RATE, resample
+from separation.samplerate import SAMPLE_RATE
 from separation.settings import MP3_BITRATES, OutputSettings
 from separation.stem_report import StemMeter
 
@@ -204,7 +212,7 @@ def file_bytes(path: Path) -> bytes:
 def whole_stem_file(stem: np.ndarray, path: Path, settings: OutputSettings) -> Path:
     """The WAV or FLAC file of `stem` made in one go, as the whole-stem writer made it before streaming:
     the whole stem resampled, scaled by the gain from its whole peak, clipped, rounded to nearest."""
-    audio = resample(stem, SAMPLE_RATE, settings.sample_rate).T  # [samples, 2]
+    audio = resample_whole(stem, SAMPLE_RATE, settings.sample_rate).T  # [samples, 2]
     if is_float_wav(settings):
         samples, subtype = audio, "FLOAT"
     else:
@@ -281,7 +289,7 @@ def test_the_meter_measures_what_goes_to_the_encoder(tmp_path, settings, rate):
     stem = stem_signal(peak=1.5)
     meter = StemMeter(rate)
     stream_in_blocks(stem, tmp_path, settings, CUTTINGS["small blocks"], meter)
-    encoded = resample(stem, SAMPLE_RATE, rate)  # [2, samples]: what goes to the encoder
+    encoded = resample_whole(stem, SAMPLE_RATE, rate)  # [2, samples]: what goes to the encoder
     expected = StemMeter(rate)
     expected.add(encoded)
     expected.gain = 1.0 if is_float_wav(settings) else rescale_gain(encoded, 1.0)  # peaks at 1.5

@@ -4,9 +4,11 @@ figures, and the model held back by a slow encoder."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,7 +19,7 @@ from fixtures.scaled_mix import StandInFailure, register, write_scaled_mix_weigh
 from fixtures.songs import write_song
 from separation.decode import decode_audio
 from separation.encode import RESCALE_PEAK_DBFS, StemStream, write_stem
-from separation.errors import WeightsError
+from separation.errors import SettingsError, WeightsError
 from separation.pipeline import Separator
 from separation.settings import OutputSettings, SeparationSettings
 from separation.stem_report import StemReport, measure_mix
@@ -156,3 +158,15 @@ def test_a_slow_encoder_holds_the_model_back(song, tmp_path, monkeypatch):
     assert spans_while_stuck == MAX_QUEUED_SPANS + 1  # queued ones, and the next waiting for a place
     assert separator.model("voice").spans == 8
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["instrumental.wav", "vocals.wav"]
+
+
+def test_a_request_whose_spools_do_not_fit_the_disk_is_refused_before_any_model_runs(
+    song, tmp_path, monkeypatch
+):
+    separator = stand_in_separator(tmp_path / "weights", monkeypatch)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(total=10**12, used=0, free=1000))
+    with pytest.raises(SettingsError, match=r"2 stems of this song need 0\.0 GB .* 0\.0 GB are free"):
+        written(separator, song, tmp_path / "out", output=OutputSettings(format="flac"))
+    assert separator.model("voice").spans == 0 and not list((tmp_path / "out").glob("*"))
+    float_wav = OutputSettings(format="wav", wav_bit_depth="32-float")  # no spool: no disk beyond the files
+    assert len(written(separator, song, tmp_path / "out", output=float_wav)) == 2
