@@ -17,9 +17,10 @@ import yaml
 
 from .errors import WeightsError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parent.parent  # the one place the package names the repository
+CONFIG_DIR = REPO_ROOT / "configs"
 MANIFEST_FILE_NAME = "weights.yaml"
-MANIFEST_PATH = REPO_ROOT / "configs" / MANIFEST_FILE_NAME
+MANIFEST_PATH = CONFIG_DIR / MANIFEST_FILE_NAME
 WEIGHTS_DIR_ENV = "SEPARATION_WEIGHTS_DIR"
 READ_CHUNK_BYTES = 1 << 20
 

@@ -15,12 +15,11 @@ from pathlib import Path
 import yaml
 
 from .errors import SettingsError
-from .manifest import own_or_project
+from .manifest import CONFIG_DIR, own_or_project
 from .model_base import ModelSpec
 from .registry import MODEL_TYPES
 from .settings import SeparationSettings
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 PLAN_FILE_NAME = "stems.yaml"
 
 

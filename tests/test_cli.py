@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import soundfile as sf
 
 from separation.__main__ import main, parse_args
+from separation.manifest import REPO_ROOT
 from separation.plan import CONFIG_DIR, PLAN_FILE_NAME, StemPlan
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     fast = ["--chunk-size", "4", "--overlap", "1"]
     return subprocess.run(
         [sys.executable, "-m", "separation", *args, *fast],
-        cwd=REPO,
+        cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=300,

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import jsonschema
 import pytest
 import yaml
 
 from separation import weights
-from separation.manifest import load_manifest
+from separation.manifest import REPO_ROOT, load_manifest
 from separation.weights import build_commands
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = REPO_ROOT / "tests" / "data" / "cog_config_schema_v1.0.json"
 
 

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-from pathlib import Path
 
 import pytest
 import yaml
 
 from separation import manifest
 from separation.errors import WeightsError
-from separation.manifest import load_manifest
+from separation.manifest import REPO_ROOT, load_manifest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMUCS_REMOTE_COPIES = REPO_ROOT / "tests" / "data" / "demucs_remote"
 
 

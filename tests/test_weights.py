@@ -23,10 +23,9 @@ import yaml
 from separation import manifest, weights
 from separation.download import fetch
 from separation.errors import WeightsError
-from separation.manifest import WeightFile, load_manifest, verify
+from separation.manifest import REPO_ROOT, WeightFile, load_manifest, verify
 from separation.weights import build_commands
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMUCS_REMOTE_COPIES = REPO_ROOT / "tests" / "data" / "demucs_remote"
 CONTENT = bytes(range(256)) * 1200  # 307,200 bytes, several socket writes
 FAST = {"progress": False, "backoff_seconds": 0.0, "timeout_seconds": 10.0}

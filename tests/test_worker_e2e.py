@@ -15,14 +15,13 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
 from fixtures.cog_server import CogServer, Receiver
 from fixtures.songs import write_song
+from separation.manifest import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 WORKER_DIR = REPO_ROOT / "examples" / "worker"
 SECRET = "whsec_" + base64.b64encode(b"fretwise-e2e-signing-key-32bytes").decode()
 INPUT = {"stems": "guitar", "extra_stems": "piano", "output_format": "flac", "chunk_size": 4, "overlap": 1}
