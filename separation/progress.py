@@ -113,7 +113,8 @@ class TqdmReporter(Reporter):
 
     def progress(self, stage: str, done: int, total: int) -> None:
         if self._bar is None:
-            self._bar = tqdm(total=total, desc=stage, unit="step", file=self.file, leave=False)
+            # every tick shows: a tick is a batch, seconds or minutes apart
+            self._bar = tqdm(total=total, desc=stage, unit="step", file=self.file, leave=False, mininterval=0)
         self._bar.total = total
         self._bar.update(done - self._bar.n)
 
