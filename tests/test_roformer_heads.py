@@ -1,4 +1,5 @@
-"""Multi-stem BS-RoFormer (MVSep Mega-53): zero-DC against MSST 0.1.0, head selection, partial loading."""
+"""Multi-stem BS-RoFormer (MVSep Mega-53): zero-DC against MSST 0.1.0, head selection, heads in bounded
+groups and the memory of a forward pass, partial loading."""
 
 from __future__ import annotations
 
@@ -14,10 +15,20 @@ import pytest
 import torch
 import yaml
 
-from fixtures.tiny_roformer import MEGA53_CONFIG, VIPERX_CONFIG, randomize, tiny_config, write_tiny_mega53
+from fixtures.tiny_roformer import (
+    MEGA53_CONFIG,
+    VIPERX_CONFIG,
+    forward_peaks,
+    loaded_heads,
+    randomize,
+    tiny_config,
+    tiny_mega53_config,
+    write_tiny_mega53,
+)
+from separation import roformer
 from separation.errors import WeightsError
 from separation.roformer import BSRoformer, RotaryEmbedding
-from separation.roformer_checkpoint import RoformerCheckpoint, load_bs_roformer, load_config, split_heads
+from separation.roformer_checkpoint import RoformerCheckpoint, load_config, split_heads
 
 DATA = Path(__file__).parent / "data"
 MEGA53_YAML = DATA / "mvsep_mega_model_bs_roformer_53_stems.yaml"  # MSST's file, byte for byte
@@ -67,7 +78,7 @@ def tiny_mega53_saved(tiny_mega53) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def full_tiny_mega53(tiny_mega53) -> BSRoformer:
     """The tiny checkpoint with all 53 heads loaded (float32)."""
-    return load_bs_roformer(*tiny_mega53)
+    return RoformerCheckpoint(*tiny_mega53).model
 
 
 def song(samples: int, seed: int = 0) -> torch.Tensor:
@@ -76,9 +87,17 @@ def song(samples: int, seed: int = 0) -> torch.Tensor:
 
 
 @pytest.mark.filterwarnings("ignore:.*sdp_kernel.*:FutureWarning")  # MSST's attention on the CPU
-@pytest.mark.parametrize("zero_dc", [False, True])
-@pytest.mark.parametrize("samples", [2 * 44100, 160 * 512])  # 2 s (172.3 hops); a whole number of hops
-def test_forward_equals_msst(zero_dc, samples):
+@pytest.mark.parametrize(
+    ("zero_dc", "samples", "group_bytes"),
+    [
+        (False, 2 * 44100, 2**62),  # 2 s (172.3 hops), all heads in one group
+        (True, 2 * 44100, 1),  # one head per group
+        (False, 160 * 512, 1),  # a whole number of hops
+        (True, 160 * 512, 2**62),
+    ],
+)
+def test_forward_equals_msst(monkeypatch, zero_dc, samples, group_bytes):
+    monkeypatch.setattr(roformer, "HEAD_GROUP_BYTES", group_bytes)
     config = tiny_config(dim=32, depth=2, heads=2, dim_head=16, base=MEGA53_CONFIG)["model"]
     config |= {"num_stems": 3, "zero_dc": zero_dc}
     torch.manual_seed(0)
@@ -159,13 +178,61 @@ def test_selected_heads_are_the_full_models_outputs(full_tiny_mega53):
             assert torch.equal(selected, everything[:, heads])
 
 
+@pytest.mark.parametrize("group_size", [1, 2, 5])
+def test_heads_in_groups_equal_all_heads_at_once(monkeypatch, group_size):
+    torch.manual_seed(0)
+    model = randomize(BSRoformer(**tiny_mega53_config(num_stems=7)["model"])).eval()
+    batch, samples, heads = 2, 30_000, [6, 0, 3, 2, 5]
+    audio = torch.cat([song(samples, seed) for seed in range(batch)])
+    with torch.inference_mode():
+        monkeypatch.setattr(roformer, "HEAD_GROUP_BYTES", 2**62)
+        at_once = model(audio, heads=heads)
+        monkeypatch.setattr(roformer, "HEAD_GROUP_BYTES", group_size * model.head_bytes(batch, samples))
+        assert model.heads_per_group(batch, samples) == group_size
+        grouped = model(audio, heads=heads)
+    assert grouped.shape == (batch, len(heads), 2, samples)
+    assert torch.equal(grouped, at_once)
+
+
+def test_forward_bytes_grow_with_the_heads_by_their_output_at_most():
+    with torch.device("meta"):
+        model = BSRoformer(**load_config(MEGA53_CONFIG)["model"])
+    samples = load_config(MEGA53_CONFIG)["inference"]["chunk_samples"]
+    output_per_head = 2 * samples * 4  # [s, t] float32
+    group = model.heads_per_group(1, samples)
+    for dtype, device_type in [(torch.float32, "cpu"), (torch.float16, "cuda")]:
+        one_group = model.forward_bytes(1, samples, group, dtype, device_type)
+        for heads in (group + 1, 21, 53):
+            more = model.forward_bytes(1, samples, heads, dtype, device_type)
+            assert one_group <= more <= one_group + (heads - group) * output_per_head, (dtype, heads)
+
+
+@pytest.mark.slow
+def test_forward_bytes_bounds_the_measured_peak():
+    """Resident-memory growth of a forward on the CPU, measured in a fresh process (see `forward_peaks`):
+    the estimate is above it, by at most half of it, for any number of heads."""
+    tiny = tiny_mega53_config(num_stems=24)["model"]
+    mid = tiny_config(dim=64, depth=2, heads=4, dim_head=16, base=MEGA53_CONFIG)["model"] | {"num_stems": 8}
+    cases = [
+        (tiny, [(1, 4 * 44100, [20]), (1, 4 * 44100, list(range(24)))]),
+        (mid, [(2, 3 * 44100, list(range(8)))]),
+    ]
+    for config, runs in cases:
+        with torch.device("meta"):
+            model = BSRoformer(**config)
+        assert len(runs[-1][2]) > model.heads_per_group(*runs[-1][:2])  # several groups
+        for (batch, samples, heads), measured in zip(runs, forward_peaks(config, runs), strict=True):
+            estimate = model.forward_bytes(batch, samples, len(heads))
+            assert measured <= estimate <= 1.5 * measured, (batch, samples, len(heads), measured, estimate)
+
+
 def test_partial_load_leaves_the_other_heads_on_meta_and_adds_them_on_request(
     tiny_mega53, tiny_mega53_saved, full_tiny_mega53
 ):
     checkpoint = RoformerCheckpoint(*tiny_mega53, "cpu", heads=[20])
     saved = tiny_mega53_saved
     model = checkpoint.model
-    assert checkpoint.loaded_heads == [20]
+    assert loaded_heads(model) == [20]
     trunk, heads = split_heads(dict(model.named_parameters(remove_duplicate=False)))
     assert all(p.device.type == "cpu" and p.dtype == torch.float32 for p in trunk.values())
     for head, params in heads.items():
@@ -180,7 +247,7 @@ def test_partial_load_leaves_the_other_heads_on_meta_and_adds_them_on_request(
 
     kept = heads[20]["mask_estimators.20.to_freqs.0.0.0.weight"]
     checkpoint.ensure_heads([33, 20])
-    assert checkpoint.loaded_heads == [20, 33]
+    assert loaded_heads(model) == [20, 33]
     assert model.mask_estimators[20].to_freqs[0][0][0].weight is kept  # loaded once, kept
     loaded = {key: p for key, p in model.named_parameters() if key.startswith("mask_estimators.33.")}
     assert len(loaded) == 62 * 4
