@@ -19,8 +19,10 @@ import torch
 from .chunking import separate_chunked
 from .errors import SettingsError
 from .model_base import ModelSpec, Progress, StemSpan
+from .roformer import BSRoformer
 from .roformer_checkpoint import RoformerCheckpoint, load_config
-from .settings import SeparationSettings, check_batch_size, check_chunking
+from .samplerate import SAMPLE_RATE
+from .settings import MAX_FORWARD_BYTES, SeparationSettings, check_batch_size, check_chunking
 
 CHUNKINGS = ("request", "config")  # whose chunk length and overlap the model runs at
 
@@ -71,6 +73,28 @@ class RoformerSpec(ModelSpec):
         """Chunks per forward pass: the request's, else the config's."""
         return settings.batch_size or self.settings["inference"]["batch_size"]
 
+    def check_request(self, stems: Sequence[str], settings: SeparationSettings) -> None:
+        """SettingsError where one forward pass at the request's chunk and batch size would allocate more
+        than MAX_FORWARD_BYTES (estimated in fp32, the larger precision), naming a batch size that fits."""
+        chunk_samples, _ = self.chunking_samples(settings)
+        batch_size = self.batch_size(settings)
+        model = _meta_model(self.config, self.settings["model"])
+
+        def forward_bytes(batch: int) -> int:
+            return model.forward_bytes(batch, chunk_samples, len(stems), torch.float32, "cuda")
+
+        if forward_bytes(batch_size) <= MAX_FORWARD_BYTES:
+            return
+        fitting = [
+            batch for batch in range(batch_size - 1, 0, -1) if forward_bytes(batch) <= MAX_FORWARD_BYTES
+        ]
+        advice = f"batch_size {fitting[0]} fits" if fitting else "a shorter chunk_size is needed"
+        raise SettingsError(
+            f"{self.name}: chunks of {chunk_samples / SAMPLE_RATE:g} s in batches of {batch_size} need about "
+            f"{forward_bytes(batch_size) / 2**30:.1f} GiB in one forward pass; the limit is "
+            f"{MAX_FORWARD_BYTES / 2**30:g} GiB ({advice})"
+        )
+
     def build(self, weights_dir: Path, device: torch.device) -> RoformerModel:
         return RoformerModel(self, weights_dir, device)
 
@@ -107,3 +131,15 @@ class RoformerModel:
                 yield event
             else:  # event.block: [stems, 2, n]
                 yield StemSpan(event.first_sample, dict(zip(stems, event.block, strict=True)))
+
+
+_META_MODELS: dict[Path, BSRoformer] = {}  # config -> its model on the meta device
+
+
+def _meta_model(config: Path, model_settings: dict) -> BSRoformer:
+    """The model of a config's `model` section on the meta device (no memory), for its geometry: built
+    once per config (Mega-53's 53 heads take about a second)."""
+    if config not in _META_MODELS:
+        with torch.device("meta"):
+            _META_MODELS[config] = BSRoformer(**model_settings)
+    return _META_MODELS[config]

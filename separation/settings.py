@@ -23,6 +23,9 @@ OVERLAP_SECONDS_RANGE = (1.0, 8.0)  # overlap of neighbouring vocals chunks; als
 BATCH_SIZE_RANGE = (1, 16)  # chunks or segments per forward pass
 MAX_DURATION_SECONDS_RANGE = (1.0, 7200.0)  # the longest audio a request accepts (2 hours)
 DEFAULT_MAX_DURATION_SECONDS = 1800.0  # Replicate stops a prediction after 30 minutes anyway
+# What one forward pass of a model may allocate (chunk x batch x the model's geometry, estimated in fp32):
+# a T4's 16 GB less the loaded models, and what a 16 GB laptop can give the command line.
+MAX_FORWARD_BYTES = 12 * 2**30
 
 
 @dataclass(frozen=True)

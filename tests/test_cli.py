@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -100,3 +101,24 @@ def test_stems_help_lists_every_mode_with_its_stems(capsys):
     help_text = " ".join(capsys.readouterr().out.split())
     for mode in plan.modes:
         assert f"{mode}: {', '.join(plan.stems_of(mode))}" in help_text
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        (
+            ["--chunk-size", "30", "--overlap", "8", "--batch-size", "16"],
+            "40.7 GiB .* \\(batch_size 4 fits\\)",
+        ),
+        (["--stems", "guitar", "--batch-size", "16"], "bs_roformer_mega53: chunks of 20 s in batches of 16"),
+    ],
+)
+def test_a_forward_pass_too_large_for_the_limit_is_refused_before_anything_loads(
+    options, words, song, tmp_path, capsys
+):
+    """The real models' geometry (the project's plan; no weights needed): one line, the size and a batch
+    size that fits."""
+    assert main([str(song), "--weights", str(tmp_path / "no-weights"), *options]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(f"error: .*{words}", err), err
+    assert "the limit is 12 GiB" in err
