@@ -7,7 +7,18 @@
     seconds and the resident-memory growth (VmRSS, split into anonymous memory and mapped file pages),
     each load in a fresh process. Target: trunk + 1 head <= 15 % of the 53-head RSS.
 
+(c) `--forward-memory tiny|full|gpu`: the memory of one forward pass (batch 1, `--seconds` of audio)
+    by number of heads, instead of (a) and (b). `tiny` and `full` measure, each in a fresh process
+    (`fixtures.tiny_roformer.forward_peaks`: peak growth of resident memory over the forward, after a
+    one-second warm-up), the tiny Mega-53 of `fixtures/tiny_roformer.py` with 1, 5, 20, 53 heads and the
+    full-size Mega-53 geometry (random weights, built with 21 heads) with 1, 6, 21 heads, next to
+    `BSRoformer.forward_bytes`' estimate. `gpu` computes from the shapes alone (`forward_bytes`, fp16
+    autocast, CUDA) Mega-53 at its inference chunk and batch and viperx at 8 s, batch 4, against a T4.
+
     python -m benchmarks.roformer_heads [--seconds 8] [--repeats 1] [--dir DIR]
+    python -m benchmarks.roformer_heads --forward-memory tiny --seconds 20
+    python -m benchmarks.roformer_heads --forward-memory full --seconds 8
+    python -m benchmarks.roformer_heads --forward-memory gpu
 """
 
 from __future__ import annotations
@@ -20,34 +31,33 @@ from pathlib import Path
 import torch
 
 from benchmarks.full_size_weights import DEFAULT_DIR, write_roformer_checkpoint
-from fixtures.tiny_roformer import MEGA53_CHECKPOINT, MEGA53_CONFIG, VIPERX_CONFIG
+from fixtures.tiny_roformer import (
+    MEGA53_CHECKPOINT,
+    MEGA53_CONFIG,
+    VIPERX_CONFIG,
+    forward_peaks,
+    loaded_heads,
+    resident_bytes,
+    tiny_mega53_config,
+)
 from separation.roformer import BSRoformer
 from separation.roformer_checkpoint import RoformerCheckpoint, load_config
 
 GUITAR = 20  # the head the product needs most
 MIB = 2**20
-
-
-def memory_bytes() -> dict[str, int]:
-    """This process's resident memory now, in bytes: VmRSS, RssAnon and RssFile of /proc/self/status."""
-    fields = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            name, _, value = line.partition(":")
-            if name in ("VmRSS", "RssAnon", "RssFile"):
-                fields[name] = int(value.split()[0]) * 1024  # reported in kB
-    return fields
+GIB = 2**30
+T4_BYTES = 16 * 10**9  # a T4's 16 GB (15 GiB)
 
 
 def measure_load(checkpoint_path: Path, heads: list[int] | None) -> tuple[float, dict[str, int]]:
     """Wall seconds of one `RoformerCheckpoint` load, and the resident memory it added (bytes)."""
-    before = memory_bytes()
+    before = resident_bytes()
     start = time.perf_counter()
     checkpoint = RoformerCheckpoint(MEGA53_CONFIG, checkpoint_path, "cpu", heads)
     seconds = time.perf_counter() - start
-    after = memory_bytes()
-    assert checkpoint.loaded_heads == (heads if heads is not None else list(range(53)))
-    return seconds, {name: after[name] - before[name] for name in after}
+    after = resident_bytes()
+    assert loaded_heads(checkpoint.model) == (heads if heads is not None else list(range(53)))
+    return seconds, {name: after[name] - before[name] for name in ("VmRSS", "RssAnon", "RssFile")}
 
 
 def load_in_fresh_process(checkpoint_path: Path, heads: list[int] | None) -> tuple[float, dict[str, int]]:
@@ -80,20 +90,58 @@ def seconds_per_forward(model: BSRoformer, audio: torch.Tensor, repeats: int, **
     return best
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--seconds", type=float, default=8.0, help="audio per forward (8 s = viperx chunk)")
-    parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument(
-        "--dir", type=Path, default=DEFAULT_DIR, help=f"checkpoint folder, default {DEFAULT_DIR}"
-    )
-    args = parser.parse_args()
-    args.dir.mkdir(parents=True, exist_ok=True)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+def print_forward_memory(model_config: dict, samples: int, head_counts: list[int]) -> None:
+    """Measured and estimated memory of one forward of `samples` samples per number of heads (CPU, fp32)."""
+    runs = [(1, samples, list(range(count))) for count in head_counts]
+    peaks = forward_peaks(model_config, runs)
+    with torch.device("meta"):
+        model = BSRoformer(**model_config)
+    print(f"  group of {model.heads_per_group(1, samples)} heads")
+    print("  heads   peak RSS growth MiB   estimate MiB   MiB per head more")
+    previous = None
+    for count, peak in zip(head_counts, peaks, strict=True):
+        per_head = "" if previous is None else f"{(peak - previous[1]) / (count - previous[0]) / MIB:10.1f}"
+        estimate = model.forward_bytes(1, samples, count)
+        print(f"  {count:5d}   {peak / MIB:19.0f}   {estimate / MIB:12.0f}   {per_head}")
+        previous = count, peak
 
-    checkpoint_path = random_checkpoint(args.dir)
+
+def print_gpu_memory() -> None:
+    """GPU memory of one forward from the shapes (fp16 autocast), and the weights, against a T4."""
+    cases = [
+        (MEGA53_CONFIG, [1, 6, 21, 53]),  # at its inference chunk and batch
+        (VIPERX_CONFIG, [1]),
+    ]
+    print("  (forward: activations and output; weights: float32 + autocast's float16 copies)")
+    for config_path, head_counts in cases:
+        config = load_config(config_path)
+        with torch.device("meta"):
+            model = BSRoformer(**config["model"])
+        if config_path == MEGA53_CONFIG:
+            batch, samples = config["inference"]["batch_size"], config["inference"]["chunk_samples"]
+        else:
+            batch, samples = 4, 8 * 44100
+        trunk = sum(p.numel() for name, p in model.named_parameters() if not name.startswith("mask_"))
+        head = sum(p.numel() for p in model.mask_estimators[0].parameters())
+        group = model.heads_per_group(batch, samples)
+        group_mib = group * model.head_bytes(batch, samples) / MIB
+        print(
+            f"  {config_path.name}: batch {batch} x {samples} samples, "
+            f"{group} head(s) per group ({group_mib:.0f} MiB)"
+        )
+        for count in head_counts:
+            forward = model.forward_bytes(batch, samples, count, torch.float16, "cuda")
+            weights = (trunk + count * head) * (4 + 2)
+            print(
+                f"    {count:2d} heads: forward {forward / GIB:5.2f} GiB + weights {weights / GIB:5.2f} GiB"
+                f" = {(forward + weights) / T4_BYTES:5.1%} of a T4"
+            )
+
+
+def print_load_and_speed(folder: Path, samples: int, repeats: int) -> None:
+    """(b) the loads, then (a) the forwards."""
+    folder.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = random_checkpoint(folder)
     print(f"checkpoint {checkpoint_path.stat().st_size / 1e9:.2f} GB, float16")
     checkpoint_path.read_bytes()  # page cache warm
     figures = {
@@ -112,18 +160,42 @@ def main() -> None:
         f"time {one_s / all_s:.1%}"
     )
 
-    samples = round(args.seconds * 44100)
     audio = 0.1 * torch.randn(1, 2, samples, generator=torch.Generator().manual_seed(0))
     mega53 = RoformerCheckpoint(MEGA53_CONFIG, checkpoint_path, "cpu", heads=[GUITAR]).model
-    mega53_s = seconds_per_forward(mega53, audio, args.repeats, heads=[GUITAR])
+    mega53_s = seconds_per_forward(mega53, audio, repeats, heads=[GUITAR])
     del mega53
     torch.manual_seed(0)
-    viperx_s = seconds_per_forward(
-        BSRoformer(**load_config(VIPERX_CONFIG)["model"]).eval(), audio, args.repeats
-    )
-    print(f"(a) one forward of {samples} samples ({args.seconds:g} s), fp32")
+    viperx_s = seconds_per_forward(BSRoformer(**load_config(VIPERX_CONFIG)["model"]).eval(), audio, repeats)
+    print(f"(a) one forward of {samples} samples ({samples / 44100:g} s), fp32")
     print(f"  viperx (dim 512, hop 441)           {viperx_s:7.2f} s")
     print(f"  Mega-53 trunk + 1 head (256, 512)   {mega53_s:7.2f} s   ratio {mega53_s / viperx_s:.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=8.0, help="audio per forward (8 s = viperx chunk)")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument(
+        "--dir", type=Path, default=DEFAULT_DIR, help=f"checkpoint folder, default {DEFAULT_DIR}"
+    )
+    parser.add_argument("--forward-memory", choices=["tiny", "full", "gpu"], help="(c) instead of (a), (b)")
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    samples = round(args.seconds * 44100)
+    if args.forward_memory == "tiny":
+        print(f"(c) one forward of {args.seconds:g} s, tiny Mega-53 (53 heads)")
+        print_forward_memory(tiny_mega53_config(53)["model"], samples, [1, 5, 20, 53])
+    elif args.forward_memory == "full":
+        print(f"(c) one forward of {args.seconds:g} s, full-size Mega-53 geometry built with 21 heads")
+        model_config = load_config(MEGA53_CONFIG)["model"] | {"num_stems": 21}
+        print_forward_memory(model_config, samples, [1, 6, 21])
+    elif args.forward_memory == "gpu":
+        print("(c) GPU memory of one forward from the shapes, fp16 autocast")
+        print_gpu_memory()
+    else:
+        print_load_and_speed(args.dir, samples, args.repeats)
 
 
 if __name__ == "__main__":

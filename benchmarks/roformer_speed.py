@@ -2,7 +2,7 @@
 
 Prints seconds per forward of one chunk for ours (fp32, bf16 autocast) and the reference (fp32),
 the ratio ours / reference, the bf16 speed-up and SNR against fp32, and the time to load a
-full-size random-weight checkpoint through `load_bs_roformer` (page cache warm).
+full-size random-weight checkpoint through `RoformerCheckpoint` (page cache warm).
 
 With `--profile`, one more forward of each runs under torch.profiler and the CPU time is split into
 matrix products, attention, activation functions and the rest. The first three are arithmetic both
@@ -28,7 +28,7 @@ from benchmarks.pipeline import snr_db  # noqa: E402
 from benchmarks.reference_demix import reference_bs_roformer  # noqa: E402
 from separation.chunking import autocast_context  # noqa: E402
 from separation.roformer import BSRoformer  # noqa: E402
-from separation.roformer_checkpoint import load_bs_roformer, load_config  # noqa: E402
+from separation.roformer_checkpoint import RoformerCheckpoint, load_config  # noqa: E402
 
 VIPERX_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "config_bs_roformer_vocals.yaml"
 
@@ -86,7 +86,7 @@ def load_seconds(model: torch.nn.Module) -> float:
         torch.save(model.state_dict(), path)
         path.read_bytes()  # page cache warm
         start = time.perf_counter()
-        load_bs_roformer(VIPERX_CONFIG, path, "cpu")
+        RoformerCheckpoint(VIPERX_CONFIG, path, "cpu")
         return time.perf_counter() - start
 
 

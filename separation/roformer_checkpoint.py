@@ -105,11 +105,6 @@ class RoformerCheckpoint:
         self._assign(trunk)
         self.ensure_heads(range(self.model.num_stems) if heads is None else heads)
 
-    @property
-    def loaded_heads(self) -> list[int]:
-        """Indices of the mask estimators on the device."""
-        return [head for head in range(self.model.num_stems) if head not in self._unloaded]
-
     def ensure_heads(self, heads: Iterable[int]) -> None:
         """Copy these mask estimators to the device, unless they are there already."""
         for head in heads:
@@ -127,15 +122,3 @@ class RoformerCheckpoint:
             module = self.model.get_submodule(module_name)
             requires_grad = getattr(module, name).requires_grad
             setattr(module, name, nn.Parameter(tensor.to(self.device, torch.float32), requires_grad))
-
-
-def load_bs_roformer(
-    config_path: str | Path, checkpoint_path: str | Path, device: str | torch.device = "cpu"
-) -> BSRoformer:
-    """Build the model from a config on the meta device and load a checkpoint strictly onto `device`.
-
-    All heads are loaded. The checkpoint is memory-mapped and its tensors are assigned to the model
-    as they are (float32 on the CPU) or copied once to the target device and dtype, so loading
-    costs no second host copy.
-    """
-    return RoformerCheckpoint(load_config(config_path)["model"], checkpoint_path, device).model

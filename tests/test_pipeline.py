@@ -13,6 +13,7 @@ import soundfile as sf
 import torch
 
 from fixtures.spans import chunked_output
+from fixtures.tiny_roformer import loaded_heads
 from separation.chunking import separate_chunked
 from separation.decode import decode_audio
 from separation.errors import WeightsError
@@ -56,13 +57,6 @@ def separate_file(
     separator: Separator, song: Path, out_dir: Path, settings: SeparationSettings, reporter=None
 ):
     return list(separator.stems_as_written(song, out_dir, settings, reporter))
-
-
-def loaded_heads(model: torch.nn.Module) -> list[int]:
-    """The mask heads of a BS-RoFormer whose weights are loaded (the others stay on the meta device)."""
-    return [
-        i for i, head in enumerate(model.mask_estimators) if not any(p.is_meta for p in head.parameters())
-    ]
 
 
 def test_setup_loads_setup_models_only(tiny_weights_dir):

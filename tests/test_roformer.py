@@ -15,7 +15,7 @@ from fixtures.tiny_roformer import VIPERX_CONFIG, randomize, tiny_config, write_
 from separation import roformer
 from separation.errors import WeightsError
 from separation.roformer import BSRoformer, RotaryEmbedding, Transformer
-from separation.roformer_checkpoint import load_bs_roformer, load_config
+from separation.roformer_checkpoint import RoformerCheckpoint, load_config
 
 DATA = Path(__file__).parent / "data"
 
@@ -151,7 +151,7 @@ def test_unknown_config_key_is_rejected():
 @pytest.mark.parametrize("wrapper", [None, "state_dict", "state", "model"])
 def test_checkpoint_round_trip(tmp_path, wrapper):
     config_path, checkpoint_path = write_tiny_roformer(tmp_path, "tiny.ckpt", wrapper=wrapper)
-    model = load_bs_roformer(config_path, checkpoint_path, "cpu")
+    model = RoformerCheckpoint(load_config(config_path)["model"], checkpoint_path, "cpu").model
     assert not model.training
     saved = torch.load(checkpoint_path, weights_only=True)
     saved = saved[wrapper] if wrapper else saved
@@ -168,7 +168,7 @@ def test_truncated_checkpoint_is_rejected(tmp_path):
     data = checkpoint_path.read_bytes()
     checkpoint_path.write_bytes(data[: len(data) // 2])
     with pytest.raises(WeightsError, match="tiny.ckpt.*truncated"):
-        load_bs_roformer(config_path, checkpoint_path, "cpu")
+        RoformerCheckpoint(load_config(config_path)["model"], checkpoint_path, "cpu")
 
 
 def test_non_checkpoint_file_is_rejected(tmp_path):
@@ -176,7 +176,7 @@ def test_non_checkpoint_file_is_rejected(tmp_path):
     bogus = tmp_path / "bogus.ckpt"
     bogus.write_text("<html>404 Not Found</html>")
     with pytest.raises(WeightsError, match="bogus.ckpt is not a PyTorch checkpoint"):
-        load_bs_roformer(config_path, bogus, "cpu")
+        RoformerCheckpoint(load_config(config_path)["model"], bogus, "cpu")
 
 
 def test_corrupted_tensor_data_is_rejected(tmp_path):
@@ -190,21 +190,21 @@ def test_corrupted_tensor_data_is_rejected(tmp_path):
         for name in names:
             archive.writestr(name, contents[name])
     with pytest.raises(WeightsError, match="cannot be read"):
-        load_bs_roformer(config_path, checkpoint_path, "cpu")
+        RoformerCheckpoint(load_config(config_path)["model"], checkpoint_path, "cpu")
 
 
 def test_missing_checkpoint_names_the_path_only(tmp_path):
     config_path, _ = write_tiny_roformer(tmp_path, "tiny.ckpt")
     # the caller (the model plan) adds how to fetch it, once for all missing files
     with pytest.raises(WeightsError, match="checkpoint file missing: .*absent.ckpt$"):
-        load_bs_roformer(config_path, tmp_path / "absent.ckpt", "cpu")
+        RoformerCheckpoint(load_config(config_path)["model"], tmp_path / "absent.ckpt", "cpu")
 
 
 def test_wrong_geometry_lists_keys_and_file(tmp_path):
     _, checkpoint_path = write_tiny_roformer(tmp_path, "deep.ckpt", config=tiny_config(depth=2))
     config_path, _ = write_tiny_roformer(tmp_path / "shallow", "shallow.ckpt", config=tiny_config(dim=48))
     with pytest.raises(WeightsError) as error:
-        load_bs_roformer(config_path, checkpoint_path, "cpu")
+        RoformerCheckpoint(load_config(config_path)["model"], checkpoint_path, "cpu")
     message = str(error.value)
     assert "deep.ckpt does not match the model config" in message
     assert "unexpected keys: layers.1.0.layers.0.0.norm.gamma" in message
@@ -218,4 +218,4 @@ def test_partial_state_dict_lists_missing_keys(tmp_path):
     del state["final_norm.gamma"]
     torch.save(state, checkpoint_path)
     with pytest.raises(WeightsError, match="1 missing keys: final_norm.gamma"):
-        load_bs_roformer(config_path, checkpoint_path, "cpu")
+        RoformerCheckpoint(load_config(config_path)["model"], checkpoint_path, "cpu")

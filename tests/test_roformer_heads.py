@@ -17,7 +17,6 @@ import yaml
 
 from fixtures.tiny_roformer import (
     MEGA53_CONFIG,
-    VIPERX_CONFIG,
     forward_peaks,
     loaded_heads,
     randomize,
@@ -27,8 +26,10 @@ from fixtures.tiny_roformer import (
 )
 from separation import roformer
 from separation.errors import WeightsError
+from separation.plan import CONFIG_DIR, PLAN_FILE_NAME, StemPlan
 from separation.roformer import BSRoformer, RotaryEmbedding
 from separation.roformer_checkpoint import RoformerCheckpoint, load_config, split_heads
+from separation.settings import SeparationSettings
 
 DATA = Path(__file__).parent / "data"
 MEGA53_YAML = DATA / "mvsep_mega_model_bs_roformer_53_stems.yaml"  # MSST's file, byte for byte
@@ -78,7 +79,7 @@ def tiny_mega53_saved(tiny_mega53) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def full_tiny_mega53(tiny_mega53) -> BSRoformer:
     """The tiny checkpoint with all 53 heads loaded (float32)."""
-    return RoformerCheckpoint(*tiny_mega53).model
+    return RoformerCheckpoint(load_config(tiny_mega53[0])["model"], tiny_mega53[1]).model
 
 
 def song(samples: int, seed: int = 0) -> torch.Tensor:
@@ -127,19 +128,22 @@ def test_config_model_is_the_published_one_with_zero_dc():
 
 
 @pytest.mark.parametrize(
-    ("config_path", "upstream_path"),
-    [(VIPERX_CONFIG, DATA / "model_bs_roformer_ep_317_sdr_12.9755.yaml"), (MEGA53_CONFIG, MEGA53_YAML)],
+    ("model", "upstream_path"),
+    [
+        ("bs_roformer_vocals", DATA / "model_bs_roformer_ep_317_sdr_12.9755.yaml"),
+        ("bs_roformer_mega53", MEGA53_YAML),
+    ],
 )
-def test_inference_section_is_msst_chunking_in_samples(config_path, upstream_path):
-    ours, upstream = load_config(config_path)["inference"], published(upstream_path)
+def test_default_chunking_is_msst_chunking_in_samples(model, upstream_path):
+    """What a default request runs each model at (the vocals model at the request's default chunk, Mega-53 at
+    its config's) is MSST's demix setting for the checkpoint."""
+    spec, upstream = StemPlan.load(CONFIG_DIR / PLAN_FILE_NAME).models[model], published(upstream_path)
     # MSST's demix: inference.chunk_size where given, else audio.chunk_size; step chunk // num_overlap
     chunk = upstream["inference"].get("chunk_size", upstream["audio"]["chunk_size"])
     step = chunk // upstream["inference"]["num_overlap"]
-    assert ours == {
-        "chunk_samples": chunk,
-        "overlap_samples": chunk - step,
-        "batch_size": upstream["inference"]["batch_size"],
-    }
+    default = SeparationSettings()
+    assert spec.chunking_samples(default) == (chunk, chunk - step)
+    assert spec.batch_size(default) == upstream["inference"]["batch_size"]
 
 
 def test_meta_build_has_the_checkpoints_listing():
@@ -229,7 +233,7 @@ def test_forward_bytes_bounds_the_measured_peak():
 def test_partial_load_leaves_the_other_heads_on_meta_and_adds_them_on_request(
     tiny_mega53, tiny_mega53_saved, full_tiny_mega53
 ):
-    checkpoint = RoformerCheckpoint(*tiny_mega53, "cpu", heads=[20])
+    checkpoint = RoformerCheckpoint(load_config(tiny_mega53[0])["model"], tiny_mega53[1], "cpu", heads=[20])
     saved = tiny_mega53_saved
     model = checkpoint.model
     assert loaded_heads(model) == [20]
@@ -288,4 +292,4 @@ def test_partial_load_checks_the_heads_it_does_not_load(tmp_path, edit, message)
     edit(state)
     torch.save(state, checkpoint_path)
     with pytest.raises(WeightsError, match=message):
-        RoformerCheckpoint(config_path, checkpoint_path, "cpu", heads=[0])
+        RoformerCheckpoint(load_config(config_path)["model"], checkpoint_path, "cpu", heads=[0])
