@@ -17,6 +17,7 @@ import soundfile as sf
 import torch
 import yaml
 
+from fixtures.requests import service_options
 from fixtures.weights_manifest import write_local_manifest
 from separation.__main__ import main
 from separation.model_base import ModelSpec, Progress, StemSpan
@@ -81,10 +82,7 @@ def test_the_manifest_of_a_new_type_lists_what_its_spec_names(echo_weights):
 
 def test_a_new_model_type_runs_through_the_service(echo_weights, downloaded):
     service = SeparationService(echo_weights, "cpu")
-    options = dict(
-        stems="echo", extra_stems="", output_format="wav", chunk_size=8.0, overlap=4.0, sample_rate=44100,
-        wav_bit_depth="32-float", mp3_bitrate=320,
-    )  # fmt: skip
+    options = service_options(stems="echo", wav_bit_depth="32-float")
     files = {path.name: path for path in service.predict(downloaded, **options)}
     assert sorted(files) == ["echo.wav", "silence.wav"]
     mix, _ = sf.read(downloaded, dtype="float32")

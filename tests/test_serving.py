@@ -8,19 +8,11 @@ from pathlib import Path
 import pytest
 
 import separation.serving as serving_module
+from fixtures.requests import service_options
 from separation.errors import AudioError
 from separation.serving import SeparationService
 
-SERVICE_OPTIONS = dict(
-    stems="vocals_instrumental",
-    extra_stems="",
-    output_format="mp3",
-    chunk_size=4.0,
-    overlap=1.0,
-    sample_rate=44100,
-    wav_bit_depth="24",
-    mp3_bitrate=192,
-)
+SERVICE_OPTIONS = service_options(output_format="mp3", chunk_size=4.0, overlap=1.0, mp3_bitrate=192)
 
 
 def test_service_keeps_only_the_latest_outputs(tiny_weights_dir, downloaded):

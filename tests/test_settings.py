@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from fixtures.requests import service_options
 from separation.__main__ import main
 from separation.errors import SettingsError
 from separation.serving import SeparationService
@@ -126,16 +127,7 @@ def service(tiny_weights_dir) -> SeparationService:
     return SeparationService(tiny_weights_dir, "cpu")
 
 
-SERVICE_OPTIONS = dict(
-    stems="vocals_instrumental",
-    extra_stems="",
-    output_format="wav",
-    chunk_size=8.0,
-    overlap=4.0,
-    sample_rate=44100,
-    wav_bit_depth="24",
-    mp3_bitrate=320,
-)
+SERVICE_OPTIONS = service_options()
 
 
 @pytest.mark.parametrize(

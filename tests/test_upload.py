@@ -8,20 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.requests import service_options
 from separation.errors import AudioError
 from separation.serving import SeparationService
 from separation.upload import shown_name
 
-OPTIONS = dict(
-    stems="vocals_instrumental",
-    extra_stems="",
-    output_format="wav",
-    chunk_size=8.0,
-    overlap=4.0,
-    sample_rate=44100,
-    wav_bit_depth="24",
-    mp3_bitrate=320,
-)
+OPTIONS = service_options()
 
 
 @pytest.fixture(scope="module")
