@@ -96,7 +96,7 @@ def print_forward_memory(model_config: dict, samples: int, head_counts: list[int
     peaks = forward_peaks(model_config, runs)
     with torch.device("meta"):
         model = BSRoformer(**model_config)
-    print(f"  group of {model.heads_per_group(1, samples)} heads")
+    print(f"  {model.heads_per_group(1, samples)} head(s) per group")
     print("  heads   peak RSS growth MiB   estimate MiB   MiB per head more")
     previous = None
     for count, peak in zip(head_counts, peaks, strict=True):
