@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 
 import torch
@@ -74,8 +75,8 @@ class Separator:
         reporter: Reporter | None = None,
     ) -> Iterator[WrittenStem]:
         """Separate `audio_path` into `<stem>.<ext>` files in `out_dir`, yielding each stem once its file is
-        complete: a model's streamed stems before the next model starts, the rest in output order (the mode's
-        stems, then the extra ones) at the end.
+        complete: each model's stems (and their complements) once it is done, before the next model starts;
+        the last model's at the end, in output order (the mode's stems, then the extra ones).
 
         Stems already yielded stay when a later step fails (or the run is cancelled); the others are removed.
         """
@@ -90,8 +91,12 @@ class Separator:
         last_model = list(work.uses)[-1]
         with StemWriter(out_dir, settings.output, mix_array, work.complements) as writer:
             for model_name, stems in work.uses.items():
-                with timed(reporter, model_name):
-                    for event in models[model_name].separate(mix, stems, settings):
+                # closing(): a model stopped midway (a failed write, a cancel) releases what it holds at once
+                with (
+                    timed(reporter, model_name),
+                    closing(models[model_name].separate(mix, stems, settings)) as run,
+                ):
+                    for event in run:
                         if isinstance(event, Progress):
                             reporter.progress(model_name, event.done, event.total)
                         else:

@@ -60,7 +60,7 @@ class _StemFile:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"write-{name}")
         self._stream = StemStream(name, out_dir, output, frames, self.meter)
         self._queued = threading.Semaphore(MAX_QUEUED_SPANS)
-        self._error: BaseException | None = None
+        self.error: BaseException | None = None
         self.done: Future[WrittenStem] | None = None
 
     def write_span(self, span: Callable[[], np.ndarray]) -> None:
@@ -76,12 +76,12 @@ class _StemFile:
 
     def _guarded(self, task: Callable[..., WrittenStem | None], *args) -> WrittenStem | None:
         """Run a queued task unless an earlier one failed; a failure removes the partial file."""
-        if self._error is not None:
-            raise self._error
+        if self.error is not None:
+            raise self.error
         try:
             return task(*args)
         except BaseException as error:
-            self._error = error
+            self.error = error
             self._stream.abort()
             raise
 
@@ -100,7 +100,8 @@ class _StemFile:
         the complete one too if `remove_file`."""
         self._thread.shutdown(wait=True, cancel_futures=True)
         self._stream.abort()
-        if remove_file and self.done is not None and self.done.done() and self.done.exception() is None:
+        finished = self.done is not None and self.done.done() and not self.done.cancelled()
+        if remove_file and finished and self.done.exception() is None:
             self.done.result().path.unlink(missing_ok=True)
 
 
@@ -133,7 +134,11 @@ class StemWriter:
 
     def add_span(self, span: StemSpan) -> None:
         """Final spans of some stems, {stem: float32 [2, n] CPU} from `span.first_sample` on, each stem's in
-        track order: streamed into their files, and their complements' (mix - stem) into theirs."""
+        track order: streamed into their files, and their complements' (mix - stem) into theirs. Raises the
+        error of any write that failed before, so the model stops at its next span."""
+        for file in list(self._files.values()):
+            if file.error is not None:
+                raise file.error
         for stem, block in span.stems.items():
             self._file(stem).write_span(block.numpy)
             complement = self._complement_of.get(stem)

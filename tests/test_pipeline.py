@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from fixtures.spans import chunked_output
 from fixtures.tiny_roformer import loaded_heads
 from separation.chunking import separate_chunked
 from separation.decode import decode_audio
+from separation.encode import StemStream
 from separation.errors import WeightsError
 from separation.manifest import MANIFEST_PATH, load_manifest
 from separation.pipeline import Separator
@@ -187,3 +189,27 @@ def test_extra_stems_come_after_the_mode_in_the_order_given(tiny_weights_dir, so
     assert loaded_heads(separator.model("bs_roformer_mega53").checkpoint.model) == sorted(
         names.index(name) for name in ("piano", "electric-guitar", "kick")
     )
+
+
+def test_a_write_failing_while_demucs_runs_leaves_demucs_usable(
+    tiny_weights_dir, song, tmp_path, monkeypatch
+):
+    """The failed request's Demucs run is closed at once (it holds a lock and the seeded `random` while it
+    runs): the next request is served, not blocked behind it."""
+    separator = Separator(tiny_weights_dir, "cpu")
+    real_write = StemStream.write
+
+    def failing_write(stream, block):
+        if stream.stem_name == "drums":
+            raise OSError("disk full")
+        real_write(stream, block)
+
+    settings = SeparationSettings(stems="all_4", chunk_seconds=4, overlap_seconds=1)
+    monkeypatch.setattr(StemStream, "write", failing_write)
+    with pytest.raises(OSError, match="disk full"):
+        separate_file(separator, song, tmp_path / "failed", settings)
+    monkeypatch.setattr(StemStream, "write", real_write)
+    second = threading.Thread(target=separate_file, args=(separator, song, tmp_path / "next", settings))
+    second.start()
+    second.join(timeout=120)
+    assert not second.is_alive() and len(list((tmp_path / "next").iterdir())) == 5
