@@ -19,6 +19,7 @@ import logging
 import sys
 from pathlib import Path
 
+from .encode import stem_file_name
 from .errors import SeparationError, SettingsError
 from .manifest import default_weights_dir
 from .pipeline import Separator
@@ -172,7 +173,7 @@ def remove_earlier_outputs(out_dir: Path, plan: StemPlan) -> None:
     """Remove what an earlier run wrote into `out_dir`: every `<stem>.<ext>` the plan can write, and the
     report. Other files stay."""
     stems = {*plan.output_order, *plan.extra_stem_names}
-    names = [f"{stem}.{extension}" for stem in stems for extension in OUTPUT_FORMATS]
+    names = [stem_file_name(stem, file_format) for stem in stems for file_format in OUTPUT_FORMATS]
     for name in [*names, REPORT_FILE_NAME]:
         (out_dir / name).unlink(missing_ok=True)
 

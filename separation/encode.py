@@ -190,15 +190,21 @@ def check_spool_space(stems: int, frames: int, settings: OutputSettings) -> None
         )
 
 
-def _stem_path(stem_name: str, out_dir: Path, settings: OutputSettings) -> Path:
-    """`out_dir/<stem_name>.<ext>`, creating out_dir; ValueError unless the name is a safe file name."""
+def stem_file_name(stem_name: str, file_format: str) -> str:
+    """`<stem_name>.<format>`: the name of every stem file; ValueError unless the stem name is a safe file
+    name."""
     if not re.fullmatch(r"[A-Za-z0-9_-]+", stem_name):
         raise ValueError(
             f"stem name {stem_name!r} must be letters, digits, '_' or '-' (it becomes a file name)"
         )
+    return f"{stem_name}.{file_format}"
+
+
+def _stem_path(stem_name: str, out_dir: Path, settings: OutputSettings) -> Path:
+    """`out_dir/<stem_name>.<ext>`, creating out_dir."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    return out_dir / f"{stem_name}.{settings.extension}"
+    return out_dir / stem_file_name(stem_name, settings.format)
 
 
 def _checked_stem(stem, stem_name: str) -> np.ndarray:

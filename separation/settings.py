@@ -52,11 +52,6 @@ class OutputSettings:
                     + ", ".join(str(choice) for choice in choices)
                 )
 
-    @property
-    def extension(self) -> str:
-        """File extension without the dot: "wav", "flac" or "mp3"."""
-        return self.format
-
 
 @dataclass(frozen=True)
 class SeparationSettings:

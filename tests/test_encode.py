@@ -23,7 +23,7 @@ from fixtures.signals import (
     stem_signal,
 )
 from separation.decode import decode_audio
-from separation.encode import RESCALE_PEAK_DBFS, StemStream, write_stem
+from separation.encode import RESCALE_PEAK_DBFS, StemStream, stem_file_name, write_stem
 from separation.errors import SettingsError
 from separation.samplerate import SAMPLE_RATE
 from separation.settings import MP3_BITRATES, OutputSettings
@@ -154,8 +154,9 @@ def test_output_settings_name_the_bad_field_and_the_choices(field, value):
     assert "choose one of" in str(raised.value)
 
 
-def test_output_settings_extension_follows_the_format():
-    assert [OutputSettings(format=f).extension for f in ("wav", "flac", "mp3")] == ["wav", "flac", "mp3"]
+def test_stem_files_are_named_stem_dot_format():
+    names = [stem_file_name("no_guitar", f) for f in ("wav", "flac", "mp3")]
+    assert names == ["no_guitar.wav", "no_guitar.flac", "no_guitar.mp3"]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -249,7 +250,7 @@ def test_a_streamed_file_is_the_whole_stem_resampled_scaled_and_rounded(tmp_path
     settings = dataclasses.replace(settings, sample_rate=rate)
     stem = stem_signal(peak)
     path = stream_in_blocks(stem, tmp_path / "streamed", settings)
-    expected = whole_stem_file(stem, tmp_path / f"expected.{settings.extension}", settings)
+    expected = whole_stem_file(stem, tmp_path / f"expected.{settings.format}", settings)
     assert file_bytes(path) == file_bytes(expected)
 
 
