@@ -28,6 +28,7 @@ from fixtures.songs import write_long_song
 from fixtures.tiny_weights import write_tiny_weights
 from separation.pipeline import Separator
 from separation.samplerate import SAMPLE_RATE
+from separation.serving import release_free_memory
 from separation.settings import OutputSettings, SeparationSettings
 
 BYTES_PER_SAMPLE = 4  # float32
@@ -60,6 +61,7 @@ def measure(separator: Separator, song: Path, settings: SeparationSettings, out_
     """Separate `song` once; the figures in bytes and seconds."""
     load_everything(separator, settings)
     gc.collect()
+    release_free_memory()  # as the server does after every prediction: the idle figure holds no garbage
     start = time.perf_counter()
     with MemoryMonitor() as monitor:
         recorder = StageRecorder(monitor)

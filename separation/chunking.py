@@ -23,7 +23,8 @@ computed. The loop between batches is Python, so a cancelled prediction stops wi
 Output becomes final progressively: once a batch is added, no later chunk reaches a sample before
 the next chunk's start, so those samples are divided by their weight there and then and yielded.
 Only what is not final yet is kept (the samples the last batch reached beyond the next chunk's
-start, one chunk and a batch of steps at most), so host memory does not grow with the track.
+start, one chunk and a batch of steps at most), and chunks are cut from the track itself (only its padded
+ends are copies), so host memory beyond the track does not grow with it.
 """
 
 from __future__ import annotations
@@ -71,6 +72,31 @@ def chunk_starts(num_samples: int, chunk_samples: int, step_samples: int, margin
     needed = num_samples + 2 * margin_samples
     num_chunks = 1 + max(0, math.ceil((needed - chunk_samples) / step_samples))
     return [i * step_samples for i in range(num_chunks)]
+
+
+class PaddedTrack:
+    """The track padded by `left` and `right` samples as `pad_reflect_then_zero` pads it, read a window at a
+    time: only its two ends are padded copies (each `window_samples` plus its padding long); the middle is
+    read from the track itself, so there is no second track-sized buffer."""
+
+    def __init__(self, waveform: torch.Tensor, left: int, right: int, window_samples: int):
+        self.waveform, self.left = waveform, left  # [channels, samples]
+        samples = waveform.shape[-1]
+        end_samples = window_samples + max(left, right) + 1  # enough track for any window at an end
+        if samples <= 2 * end_samples:  # short: pad it whole
+            self.head, self.tail_start = pad_reflect_then_zero(waveform, left, right), None
+            return
+        self.head = pad_reflect_then_zero(waveform[:, :end_samples], left, 0)  # padded[:, :left + end]
+        self.tail = pad_reflect_then_zero(waveform[:, -end_samples:], 0, right)  # the padded track's end
+        self.tail_start = left + samples - end_samples  # where `tail` begins in the padded track
+
+    def window(self, start: int, length: int) -> torch.Tensor:
+        """Padded samples [start, start + length): [channels, length], a view where it can be."""
+        if self.tail_start is None or start + length <= self.head.shape[-1]:
+            return self.head[:, start : start + length]
+        if start >= self.tail_start:
+            return self.tail[:, start - self.tail_start : start - self.tail_start + length]
+        return self.waveform[:, start - self.left : start - self.left + length]
 
 
 def pad_reflect_then_zero(waveform: torch.Tensor, left: int, right: int) -> torch.Tensor:
@@ -186,7 +212,7 @@ def separate_chunked(
     starts = chunk_starts(num_samples, chunk_samples, step_samples, overlap_samples)
     padded_samples = starts[-1] + chunk_samples
     right_pad_samples = padded_samples - num_samples - overlap_samples
-    padded = pad_reflect_then_zero(waveform.float(), overlap_samples, right_pad_samples)
+    padded = PaddedTrack(waveform.float(), overlap_samples, right_pad_samples, chunk_samples)
     window = chunk_window(chunk_samples, overlap_samples)  # [chunk]
     real_end = overlap_samples + num_samples  # the track is padded[..., overlap_samples:real_end]
     pending = _PendingOutput(start=0)
@@ -216,7 +242,7 @@ def separate_chunked(
     with autocast_context(device, precision):
         for first in range(0, len(starts), batch_size):
             batch_starts = starts[first : first + batch_size]
-            chunks = torch.stack([padded[:, s : s + chunk_samples] for s in batch_starts])  # [b, c, chunk]
+            chunks = torch.stack([padded.window(s, chunk_samples) for s in batch_starts])  # [b, c, chunk]
             estimates = model(to_device(chunks, device)).float()  # [b, stems, c, chunk] on the device
             if in_flight is not None:
                 yield from add_to_output(*in_flight)  # while the device works on this batch

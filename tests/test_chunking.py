@@ -10,6 +10,7 @@ from fixtures.tiny_roformer import randomize, tiny_config
 from separation.chunking import (
     CROSSFADE_RAMP_FRACTION,
     FinalBlock,
+    PaddedTrack,
     chunk_starts,
     chunk_window,
     crossfade,
@@ -225,3 +226,14 @@ def test_finalising_batch_by_batch_gives_the_same_bits_as_finalising_once(batch_
     once = list(separate_chunked(ChunkDependent(), waveform, "cpu", CHUNK, 800, batch_size=100))
     streamed = list(separate_chunked(ChunkDependent(), waveform, "cpu", CHUNK, 800, batch_size))
     assert len(streamed) > len(once) and torch.equal(chunked_output(streamed), chunked_output(once))
+
+
+@pytest.mark.parametrize("samples", [1, 5, 3 * CHUNK, 3 * CHUNK + 1, 40 * CHUNK + 7])
+@pytest.mark.parametrize(("left", "right"), [(0, 0), (400, 400), (400, 1399), (800, 5)])
+def test_padded_track_windows_are_the_padded_tracks(samples, left, right):
+    """Read a window at a time, the padded track is the one padded whole, wherever the window lies."""
+    waveform = torch.randn(2, samples, generator=torch.Generator().manual_seed(samples))
+    whole = pad_reflect_then_zero(waveform, left, right)
+    track = PaddedTrack(waveform, left, right, CHUNK)
+    for start in range(0, whole.shape[-1] - CHUNK + 1, 97):
+        assert torch.equal(track.window(start, CHUNK), whole[:, start : start + CHUNK]), start
