@@ -221,7 +221,11 @@ def test_unreadable_file_without_checksum_is_rejected_by_name(bag_dir):
 
 @pytest.mark.parametrize(
     ("name", "shifts", "overlap", "seconds"),
-    [("htdemucs_ft", 0, 0.25, 1.5), ("htdemucs_ft", 1, 0.25, 1.5), ("htdemucs_6s", 2, 0.5, 1.5)],
+    [
+        pytest.param("htdemucs_ft", 0, 0.25, 1.5, marks=pytest.mark.slow),
+        ("htdemucs_ft", 1, 0.25, 1.5),
+        pytest.param("htdemucs_6s", 2, 0.5, 1.5, marks=pytest.mark.slow),
+    ],
 )
 def test_matches_demucs_api_separator(shared_bag_dir, mix, name, shifts, overlap, seconds):
     track = mix[:, : int(seconds * SAMPLE_RATE)]
@@ -252,10 +256,10 @@ def test_normalisation_happens_around_apply_model(shared_bag_dir, mix):
 @pytest.mark.parametrize(
     ("wanted", "skipped", "shifts"),
     [
-        (["bass", "other", "vocals"], [0], 2),
-        (["drums", "bass", "vocals"], [2], 2),
+        pytest.param(["bass", "other", "vocals"], [0], 2, marks=pytest.mark.slow),
+        pytest.param(["drums", "bass", "vocals"], [2], 2, marks=pytest.mark.slow),
         (["drums", "bass", "other"], [3], 2),
-        (["other"], [0, 1, 3], 2),
+        pytest.param(["other"], [0, 1, 3], 2, marks=pytest.mark.slow),
         (["drums", "bass", "other"], [3], 1),
         (["other"], [0, 1, 3], 0),
     ],
