@@ -13,6 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from fixtures.songs import write_song
 from fixtures.spans import chunked_output
 from fixtures.tiny_roformer import loaded_heads
 from separation.chunking import separate_chunked
@@ -101,7 +102,7 @@ def test_multi_stem_modes_write_every_stem_in_order(separator, song, tmp_path, m
 @pytest.mark.slow
 @pytest.mark.parametrize(("requested", "roformer_batch", "demucs_batch"), [(None, 4, 8), (2, 2, 2)])
 def test_models_use_their_configured_batch_size_unless_the_request_sets_one(
-    tiny_weights_dir, song, tmp_path, requested, roformer_batch, demucs_batch
+    tiny_weights_dir, tmp_path, requested, roformer_batch, demucs_batch
 ):
     """The RoFormer's default is its config's inference.batch_size, Demucs' the plan's batch_size."""
     separator = Separator(tiny_weights_dir, "cpu")
@@ -111,7 +112,8 @@ def test_models_use_their_configured_batch_size_unless_the_request_sets_one(
     for sub_model in separator.model("htdemucs_ft").separator.bag.models:
         sub_model.register_forward_pre_hook(record("demucs"))
     settings = SeparationSettings(stems="all_4", batch_size=requested, chunk_seconds=4, overlap_seconds=1)
-    separate_file(separator, song, tmp_path, settings)
+    long_song = write_song(tmp_path / "long.wav", seconds=16.0)  # six 4 s chunks, many Demucs segments
+    separate_file(separator, long_song, tmp_path / "out", settings)
     assert max(batches["roformer"]) == roformer_batch and max(batches["demucs"]) == demucs_batch
 
 
