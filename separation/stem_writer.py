@@ -67,7 +67,7 @@ class _StemFile:
         """Queue the next span of the stem (float32 [2, n], computed on this stem's thread); waits while
         MAX_QUEUED_SPANS are queued already."""
         self._queued.acquire()
-        self._thread.submit(self._guarded, self._write_span, span)
+        self._thread.submit(self._write_span, span)
 
     def complete(self) -> None:
         """Queue the file's completion."""
@@ -86,8 +86,9 @@ class _StemFile:
             raise
 
     def _write_span(self, span: Callable[[], np.ndarray]) -> None:
+        """Write a queued span (skipped after a failed write) and free its place in the queue either way."""
         try:
-            self._stream.write(span())
+            self._guarded(lambda: self._stream.write(span()))
         finally:
             self._queued.release()
 

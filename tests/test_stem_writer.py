@@ -170,3 +170,33 @@ def test_a_request_whose_spools_do_not_fit_the_disk_is_refused_before_any_model_
     assert separator.model("voice").spans == 0 and not list((tmp_path / "out").glob("*"))
     float_wav = OutputSettings(format="wav", wav_bit_depth="32-float")  # no spool: no disk beyond the files
     assert len(written(separator, song, tmp_path / "out", output=float_wav)) == 2
+
+
+def test_a_write_failing_while_the_queue_is_full_stops_the_model(song, tmp_path, monkeypatch):
+    """The model waits for a place in a full queue when a write fails: the queued spans are skipped, the
+    model stops at its next span with the write's error, and no file or encoder is left."""
+    separator = stand_in_separator(tmp_path / "weights", monkeypatch)
+    release, real_write = threading.Event(), StemStream.write
+
+    def slow_then_failing_write(stream, block):
+        release.wait(timeout=30)
+        if stream.stem_name == "vocals":
+            raise OSError("disk full")
+        real_write(stream, block)
+
+    monkeypatch.setattr(StemStream, "write", slow_then_failing_write)
+    errors = []
+
+    def separate() -> None:
+        try:
+            written(separator, song, tmp_path / "out")
+        except OSError as error:
+            errors.append(error)
+
+    run = threading.Thread(target=separate)
+    run.start()
+    time.sleep(1.0)  # the queue fills and the model waits
+    release.set()
+    run.join(timeout=60)
+    assert not run.is_alive() and [str(error) for error in errors] == ["disk full"]
+    assert not list((tmp_path / "out").glob("*.wav")) and not ffmpeg_children()
