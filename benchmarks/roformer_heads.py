@@ -12,7 +12,7 @@
     (`fixtures.tiny_roformer.forward_peaks`: peak growth of resident memory over the forward, after a
     one-second warm-up), the tiny Mega-53 of `fixtures/tiny_roformer.py` with 1, 5, 20, 53 heads and the
     full-size Mega-53 geometry (random weights, built with 21 heads) with 1, 6, 21 heads, next to
-    `BSRoformer.forward_bytes`' estimate. `gpu` computes from the shapes alone (`forward_bytes`, fp16
+    `roformer_memory.forward_bytes`' estimate. `gpu` computes from the shapes alone (`forward_bytes`, fp16
     autocast, CUDA) Mega-53 at its inference chunk and batch and viperx at 8 s, batch 4, against a T4.
 
     python -m benchmarks.roformer_heads [--seconds 8] [--repeats 1] [--dir DIR]
@@ -42,6 +42,7 @@ from fixtures.tiny_roformer import (
 )
 from separation.roformer import BSRoformer
 from separation.roformer_checkpoint import RoformerCheckpoint, load_config
+from separation.roformer_memory import forward_bytes, head_bytes, heads_per_group
 
 GUITAR = 20  # the head the product needs most
 MIB = 2**20
@@ -96,12 +97,12 @@ def print_forward_memory(model_config: dict, samples: int, head_counts: list[int
     peaks = forward_peaks(model_config, runs)
     with torch.device("meta"):
         model = BSRoformer(**model_config)
-    print(f"  {model.heads_per_group(1, samples)} head(s) per group")
+    print(f"  {heads_per_group(model, 1, samples)} head(s) per group")
     print("  heads   peak RSS growth MiB   estimate MiB   MiB per head more")
     previous = None
     for count, peak in zip(head_counts, peaks, strict=True):
         per_head = "" if previous is None else f"{(peak - previous[1]) / (count - previous[0]) / MIB:10.1f}"
-        estimate = model.forward_bytes(1, samples, count)
+        estimate = forward_bytes(model, 1, samples, count)
         print(f"  {count:5d}   {peak / MIB:19.0f}   {estimate / MIB:12.0f}   {per_head}")
         previous = count, peak
 
@@ -123,14 +124,14 @@ def print_gpu_memory() -> None:
             batch, samples = 4, 8 * 44100
         trunk = sum(p.numel() for name, p in model.named_parameters() if not name.startswith("mask_"))
         head = sum(p.numel() for p in model.mask_estimators[0].parameters())
-        group = model.heads_per_group(batch, samples)
-        group_mib = group * model.head_bytes(batch, samples) / MIB
+        group = heads_per_group(model, batch, samples)
+        group_mib = group * head_bytes(model, batch, samples) / MIB
         print(
             f"  {config_path.name}: batch {batch} x {samples} samples, "
             f"{group} head(s) per group ({group_mib:.0f} MiB)"
         )
         for count in head_counts:
-            forward = model.forward_bytes(batch, samples, count, torch.float16, "cuda")
+            forward = forward_bytes(model, batch, samples, count, torch.float16, "cuda")
             weights = (trunk + count * head) * (4 + 2)
             print(
                 f"    {count:2d} heads: forward {forward / GIB:5.2f} GiB + weights {weights / GIB:5.2f} GiB"

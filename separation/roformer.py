@@ -7,8 +7,8 @@ pass computes what that code computed when the published SDRs were measured (iST
 input length; the zero-DC step of MSST 0.1.0 where the config sets `zero_dc`).
 
 `forward(audio, heads)` computes only the mask estimators ("heads") it is given, a bounded group at a
-time; `forward_bytes` bounds what one forward pass allocates. Loading a checkpoint (the trunk, then each
-head on first use) is `roformer_checkpoint.py`'s.
+time (`roformer_memory.py` sizes the groups and bounds what one forward pass allocates). Loading a
+checkpoint (the trunk, then each head on first use) is `roformer_checkpoint.py`'s.
 
 Einops letters: b batch, s audio channel, f frequency bin, t STFT frame, c real/imag,
 k band, n stem, h head, d feature.
@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from einops import pack, rearrange, unpack
 from torch import nn
+
+from .roformer_memory import heads_per_group
 
 # Config keys that only shape training (losses, regularisation, kernel choice): accepted so a
 # config's `model` section can be passed as is, and ignored at inference.
@@ -44,15 +46,6 @@ TRAINING_ONLY_KEYS = frozenset(
 # below its mmap threshold (at most 32 MiB) from a heap it reuses; larger ones get fresh pages
 # each time, and faulting in and zeroing those took a fifth of a full-size forward's CPU time.
 CPU_BLOCK_BYTES = 16 * 2**20
-
-# What the mask heads of one forward pass may hold at once (masks, masked spectra, iSTFT buffers): the
-# heads run in groups that fit, at least one head per group. A head's buffers scale with batch x chunk,
-# like the trunk's activations; grouping them costs no arithmetic (each head's work is the same), and
-# larger groups only batch the iSTFT, which gains little.
-HEAD_GROUP_BYTES = 256 * 2**20
-
-COMPLEX_BYTES = 8  # complex64: the spectrum, the masks and the masked spectrum
-FLOAT_BYTES = 4  # float32: STFT frames, iSTFT buffers, the output, and what F.normalize returns
 
 
 class RMSNorm(nn.Module):
@@ -157,20 +150,6 @@ class Attention(nn.Module):
         (to_out,) = self.to_out
         return add_linear_(x, rearrange(gated, "b n h d -> b n (h d)"), to_out)
 
-    def bytes_per_token(self, element_bytes: int) -> int:
-        """The most `forward`'s temporaries hold at once, per token, for a stream of `element_bytes`.
-
-        Below 4 bytes (autocast) the fp32 norm is cast for each projection, and the rotation may go
-        through fp32 (bf16; fp16 on the CPU). The attention kernel is a fused one (no seq x seq matrix).
-        """
-        dim, inner = self.to_qkv.in_features, self.to_qkv.out_features // 3  # inner: heads x dim_head
-        low_precision = element_bytes < FLOAT_BYTES
-        normed = (FLOAT_BYTES + low_precision * element_bytes) * dim  # F.normalize is fp32, and its cast
-        qkv = 3 * inner * element_bytes
-        rotation = low_precision * 2 * inner * FLOAT_BYTES  # queries and keys in fp32
-        attended = (2 * inner + 2 * self.heads) * element_bytes  # output and gated output; gates
-        return normed + qkv + max(rotation, attended)
-
 
 class FeedForward(nn.Module):
     """Pre-norm MLP with exact GELU (applied in place). The GELU and dropout slots keep the
@@ -191,13 +170,6 @@ class FeedForward(nn.Module):
         norm, project_in, _, _, project_out = self.net
         hidden = torch.ops.aten.gelu_(project_in(norm(x)))  # [batch, seq, mult * dim], exact GELU in place
         return add_linear_(x, hidden, project_out)
-
-    def bytes_per_token(self, element_bytes: int) -> int:
-        """The most `forward`'s temporaries hold at once, per token, for a stream of `element_bytes`."""
-        project_in = self.net[1]
-        low_precision = element_bytes < FLOAT_BYTES
-        normed = (FLOAT_BYTES + low_precision * element_bytes) * project_in.in_features  # fp32, its cast
-        return normed + project_in.out_features * element_bytes
 
 
 class Transformer(nn.Module):
@@ -231,14 +203,6 @@ class Transformer(nn.Module):
         if device_type != "cpu":
             return batch
         return max(1, min(batch, CPU_BLOCK_BYTES // (seq * self.hidden_dim * element_bytes)))
-
-    def group_bytes(self, batch: int, seq: int, element_bytes: int, device_type: str) -> int:
-        """The most the temporaries of one group of sequences hold at once, in bytes."""
-        tokens = self.sequences_per_group(batch, seq, element_bytes, device_type) * seq
-        attention, feed_forward = self.layers[0]
-        return tokens * max(
-            attention.bytes_per_token(element_bytes), feed_forward.bytes_per_token(element_bytes)
-        )
 
 
 class BandSplit(nn.Module):
@@ -284,14 +248,6 @@ class MaskEstimator(nn.Module):
         return torch.cat(
             [mlp(band) for band, mlp in zip(x.unbind(dim=-2), self.to_freqs, strict=True)], dim=-1
         )
-
-    def bytes_per_frame(self, element_bytes: int) -> int:
-        """The most `forward` holds at once per (batch, frame) for outputs of `element_bytes`: the bands'
-        masks and their concatenation, plus the widest band's MLP (its fp32 input copied, and cast)."""
-        first = self.to_freqs[0][0][0]  # dim -> hidden
-        dim, hidden = first.in_features, first.out_features
-        band = (FLOAT_BYTES + element_bytes) * dim + (2 * hidden + 3 * max(self.band_widths)) * element_bytes
-        return 2 * sum(self.band_widths) * element_bytes + band
 
 
 class BSRoformer(nn.Module):
@@ -401,7 +357,7 @@ class BSRoformer(nn.Module):
         x = self.final_norm(rearrange(x, "(b t) k d -> b t k d", b=batch))  # [b, t, k, d]
 
         out = torch.empty(batch, len(heads), self.audio_channels, samples, device=audio.device)
-        group_size = self.heads_per_group(batch, samples)
+        group_size = heads_per_group(self, batch, samples)
         for first in range(0, len(heads), group_size):
             group = heads[first : first + group_size]
             out[:, first : first + len(group)] = self._apply_heads(x, spec, group, stft_kwargs, samples)
@@ -437,64 +393,3 @@ class BSRoformer(nn.Module):
     def frames(self, samples: int) -> int:
         """STFT frames of `samples` samples (centred)."""
         return samples // self.hop_length + 1
-
-    def head_bytes(self, batch: int, samples: int) -> int:
-        """The most one head of a group holds at once, in bytes (its outputs counted as float32, the widest).
-
-        Its mask, then its masked spectrum, and the larger of: its estimator's temporaries; its share of
-        the iSTFT (a contiguous copy of the spectrum, the inverse FFT's frames and their windowed copy,
-        the overlap-added signal and window envelope, their quotient, its padded copy).
-        """
-        channels, frames = batch * self.audio_channels, self.frames(samples)
-        spectrum = channels * (self.n_fft // 2 + 1) * frames * COMPLEX_BYTES
-        istft_frames = channels * frames * self.n_fft * FLOAT_BYTES
-        signal = channels * (self.n_fft + self.hop_length * (frames - 1)) * FLOAT_BYTES
-        istft = spectrum + 2 * istft_frames + 4 * signal
-        estimator = batch * frames * self.mask_estimators[0].bytes_per_frame(FLOAT_BYTES)
-        return spectrum + max(estimator, istft)
-
-    def heads_per_group(self, batch: int, samples: int) -> int:
-        """How many heads `forward` computes at once: as many as fit in HEAD_GROUP_BYTES, at least one."""
-        return max(1, HEAD_GROUP_BYTES // self.head_bytes(batch, samples))
-
-    def forward_bytes(
-        self,
-        batch: int,
-        chunk_samples: int,
-        heads: int,
-        dtype: torch.dtype = torch.float32,
-        device_type: str = "cpu",
-    ) -> int:
-        """An upper estimate of the peak bytes one `forward` of `heads` heads allocates (inference mode).
-
-        `batch` x `chunk_samples` is the input, `dtype` the activations' (torch.float16 under fp16
-        autocast), `device_type` where it runs (on the CPU the transformers take their sequences in
-        groups). Counted: the output, and the largest of the phases' live tensors: the STFT, the band
-        split, the transformers, the final norm, a group of heads; plus 1/16 for what the list leaves out
-        (measured on the CPU, peaks came up to 0.1 % above the list). Not counted: the input, the weights
-        and autocast's cached casts of them, a GPU allocator's caching and fragmentation.
-        """
-        element_bytes = dtype.itemsize
-        channels, frames = batch * self.audio_channels, self.frames(chunk_samples)
-        bands, dim = len(self.band_split.band_widths), self.final_norm.gamma.shape[0]
-        spectrum = channels * (self.n_fft // 2 + 1) * frames * COMPLEX_BYTES  # also its float32 packing
-        features = batch * frames * bands * dim  # [b, t, k, d] elements
-
-        padded_audio = channels * (chunk_samples + self.n_fft) * FLOAT_BYTES
-        stft = padded_audio + channels * frames * self.n_fft * FLOAT_BYTES + spectrum
-        widest_band = batch * frames * max(self.band_split.band_widths) * (FLOAT_BYTES + element_bytes)
-        band_split = 2 * spectrum + 2 * features * element_bytes + widest_band  # outputs, their stack
-        time_transformer, freq_transformer = self.layers[0]
-        transformers = spectrum + max(
-            2 * features * element_bytes,  # the stream and its rearranged copy
-            features * element_bytes
-            + time_transformer.group_bytes(batch * bands, frames, element_bytes, device_type),
-            features * element_bytes
-            + freq_transformer.group_bytes(batch * frames, bands, element_bytes, device_type),
-        )
-        final_norm = spectrum + features * (element_bytes + FLOAT_BYTES)
-        group = min(heads, self.heads_per_group(batch, chunk_samples))
-        head_groups = spectrum + features * FLOAT_BYTES + group * self.head_bytes(batch, chunk_samples)
-        output = heads * channels * chunk_samples * FLOAT_BYTES
-        listed = max(stft, band_split, transformers, final_norm, output + head_groups)
-        return listed + listed // 16  # what the list leaves out: small tensors, page rounding, libraries

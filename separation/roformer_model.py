@@ -21,6 +21,7 @@ from .errors import SettingsError
 from .model_base import ModelSpec, Progress, StemSpan
 from .roformer import BSRoformer
 from .roformer_checkpoint import RoformerCheckpoint, load_config
+from .roformer_memory import forward_bytes
 from .samplerate import SAMPLE_RATE
 from .settings import MAX_FORWARD_BYTES, SeparationSettings, check_batch_size, check_chunking
 
@@ -80,18 +81,16 @@ class RoformerSpec(ModelSpec):
         batch_size = self.batch_size(settings)
         model = _meta_model(self.config, self.settings["model"])
 
-        def forward_bytes(batch: int) -> int:
-            return model.forward_bytes(batch, chunk_samples, len(stems), torch.float32, "cuda")
+        def bytes_at(batch: int) -> int:
+            return forward_bytes(model, batch, chunk_samples, len(stems), torch.float32, "cuda")
 
-        if forward_bytes(batch_size) <= MAX_FORWARD_BYTES:
+        if bytes_at(batch_size) <= MAX_FORWARD_BYTES:
             return
-        fitting = [
-            batch for batch in range(batch_size - 1, 0, -1) if forward_bytes(batch) <= MAX_FORWARD_BYTES
-        ]
+        fitting = [batch for batch in range(batch_size - 1, 0, -1) if bytes_at(batch) <= MAX_FORWARD_BYTES]
         advice = f"batch_size {fitting[0]} fits" if fitting else "a shorter chunk_size is needed"
         raise SettingsError(
             f"{self.name}: chunks of {chunk_samples / SAMPLE_RATE:g} s in batches of {batch_size} need about "
-            f"{forward_bytes(batch_size) / 2**30:.1f} GiB in one forward pass; the limit is "
+            f"{bytes_at(batch_size) / 2**30:.1f} GiB in one forward pass; the limit is "
             f"{MAX_FORWARD_BYTES / 2**30:g} GiB ({advice})"
         )
 

@@ -15,6 +15,7 @@ import pytest
 import torch
 import yaml
 
+import separation.roformer_memory as roformer_memory
 from fixtures.tiny_roformer import (
     MEGA53_CONFIG,
     forward_peaks,
@@ -24,11 +25,11 @@ from fixtures.tiny_roformer import (
     tiny_mega53_config,
     write_tiny_mega53,
 )
-from separation import roformer
 from separation.errors import WeightsError
 from separation.plan import CONFIG_DIR, PLAN_FILE_NAME, StemPlan
 from separation.roformer import BSRoformer, RotaryEmbedding
 from separation.roformer_checkpoint import RoformerCheckpoint, load_config, split_heads
+from separation.roformer_memory import forward_bytes, head_bytes, heads_per_group
 from separation.settings import SeparationSettings
 
 DATA = Path(__file__).parent / "data"
@@ -98,7 +99,7 @@ def song(samples: int, seed: int = 0) -> torch.Tensor:
     ],
 )
 def test_forward_equals_msst(monkeypatch, zero_dc, samples, group_bytes):
-    monkeypatch.setattr(roformer, "HEAD_GROUP_BYTES", group_bytes)
+    monkeypatch.setattr(roformer_memory, "HEAD_GROUP_BYTES", group_bytes)
     config = tiny_config(dim=32, depth=2, heads=2, dim_head=16, base=MEGA53_CONFIG)["model"]
     config |= {"num_stems": 3, "zero_dc": zero_dc}
     torch.manual_seed(0)
@@ -189,10 +190,12 @@ def test_heads_in_groups_equal_all_heads_at_once(monkeypatch, group_size):
     batch, samples, heads = 2, 30_000, [6, 0, 3, 2, 5]
     audio = torch.cat([song(samples, seed) for seed in range(batch)])
     with torch.inference_mode():
-        monkeypatch.setattr(roformer, "HEAD_GROUP_BYTES", 2**62)
+        monkeypatch.setattr(roformer_memory, "HEAD_GROUP_BYTES", 2**62)
         at_once = model(audio, heads=heads)
-        monkeypatch.setattr(roformer, "HEAD_GROUP_BYTES", group_size * model.head_bytes(batch, samples))
-        assert model.heads_per_group(batch, samples) == group_size
+        monkeypatch.setattr(
+            roformer_memory, "HEAD_GROUP_BYTES", group_size * head_bytes(model, batch, samples)
+        )
+        assert heads_per_group(model, batch, samples) == group_size
         grouped = model(audio, heads=heads)
     assert grouped.shape == (batch, len(heads), 2, samples)
     assert torch.equal(grouped, at_once)
@@ -203,11 +206,11 @@ def test_forward_bytes_grow_with_the_heads_by_their_output_at_most():
         model = BSRoformer(**load_config(MEGA53_CONFIG)["model"])
     samples = load_config(MEGA53_CONFIG)["inference"]["chunk_samples"]
     output_per_head = 2 * samples * 4 * 17 / 16  # [s, t] float32, and the estimate's margin of 1/16
-    group = model.heads_per_group(1, samples)
+    group = heads_per_group(model, 1, samples)
     for dtype, device_type in [(torch.float32, "cpu"), (torch.float16, "cuda")]:
-        one_group = model.forward_bytes(1, samples, group, dtype, device_type)
+        one_group = forward_bytes(model, 1, samples, group, dtype, device_type)
         for heads in (group + 1, 21, 53):
-            more = model.forward_bytes(1, samples, heads, dtype, device_type)
+            more = forward_bytes(model, 1, samples, heads, dtype, device_type)
             assert one_group <= more <= one_group + (heads - group) * output_per_head, (dtype, heads)
 
 
@@ -224,9 +227,9 @@ def test_forward_bytes_bounds_the_measured_peak():
     for config, runs in cases:
         with torch.device("meta"):
             model = BSRoformer(**config)
-        assert len(runs[-1][2]) > model.heads_per_group(*runs[-1][:2])  # several groups
+        assert len(runs[-1][2]) > heads_per_group(model, *runs[-1][:2])  # several groups
         for (batch, samples, heads), measured in zip(runs, forward_peaks(config, runs), strict=True):
-            estimate = model.forward_bytes(batch, samples, len(heads))
+            estimate = forward_bytes(model, batch, samples, len(heads))
             assert measured <= estimate <= 1.5 * measured, (batch, samples, len(heads), measured, estimate)
 
 
