@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = settings_from_args(args)
         out_dirs = output_folders(args.inputs, args.out)
-        StemPlan.for_weights(weights_dir).resolve(settings)  # before models load
+        order = StemPlan.for_weights(weights_dir).resolve(settings).order  # before models load
         separator = Separator(weights_dir, args.device)
     except SeparationError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -203,7 +203,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {path}: {error}", file=sys.stderr)
             failures += 1
             continue
-        order = separator.plan.resolve(settings).order
         stems.sort(key=lambda stem: order.index(stem.name))
         print(report_table(stems))
         if args.json:
