@@ -1,6 +1,6 @@
 """Cog runner: declares the inputs and hands them to the separation package.
 
-Choices, defaults and ranges come from `separation.settings` and the stem plan, where they are declared once.
+Choices, defaults and ranges come from `separation.request` and the stem plan, where they are declared once.
 """
 
 from collections.abc import Iterator
@@ -8,8 +8,7 @@ from collections.abc import Iterator
 from cog import BaseRunner, Input, Path
 
 from separation.plan import CONFIG_DIR, PLAN_FILE_NAME, StemPlan
-from separation.serving import SeparationService
-from separation.settings import (
+from separation.request import (
     CHUNK_SECONDS_RANGE,
     MP3_BITRATES,
     OUTPUT_FORMATS,
@@ -19,6 +18,7 @@ from separation.settings import (
     OutputSettings,
     SeparationSettings,
 )
+from separation.serving import SeparationService
 
 PLAN = StemPlan.load(CONFIG_DIR / PLAN_FILE_NAME)
 

@@ -26,10 +26,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from fixtures.signals import resample_whole
-from separation.decode import decode_audio  # noqa: E402
-from separation.encode import write_stem  # noqa: E402
-from separation.samplerate import SAMPLE_RATE  # noqa: E402
-from separation.settings import OutputSettings  # noqa: E402
+from separation.audio.decode import decode_audio  # noqa: E402
+from separation.audio.samplerate import SAMPLE_RATE  # noqa: E402
+from separation.audio.stem_file import write_stem  # noqa: E402
+from separation.request import OutputSettings  # noqa: E402
 
 ENCODINGS = {  # label -> settings for write_stem
     "WAV 16-bit": OutputSettings(format="wav", wav_bit_depth="16"),

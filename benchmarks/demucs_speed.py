@@ -30,7 +30,7 @@ import torch
 from benchmarks.full_size_weights import DEFAULT_DIR, write_full_size_weights
 from fixtures.spans import whole_stems
 from fixtures.tiny_demucs import FOUR_STEMS
-from separation.demucs_apply import DemucsSeparator
+from separation.models.demucs.apply import DemucsSeparator
 
 SAMPLE_RATE = 44100
 

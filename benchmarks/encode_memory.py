@@ -6,7 +6,7 @@ Each case runs in a fresh Python process, twice:
   each block goes to a StemStream at once; no one holds the whole stem.
 - whole: the stem is made whole first, then resampled whole and encoded in one pass at the gain from its
   whole peak: what the whole-stem writer did before every write streamed (built here from
-  soxr over the whole stem and separation.encoders).
+  soxr over the whole stem and separation.audio.encoders).
 
 Both feed a StemMeter. The figures: peak - baseline RSS of the write (VmHWM after it minus VmRSS just
 before, the peak reset through /proc/self/clear_refs; the whole write's baseline already holds the stem),
@@ -31,11 +31,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from fixtures.signals import resample_whole
-from separation.encode import RESCALE_PEAK_DBFS, StemStream  # noqa: E402
-from separation.encoders import BLOCK_FRAMES, open_encoder  # noqa: E402
-from separation.samplerate import SAMPLE_RATE  # noqa: E402
-from separation.settings import OutputSettings  # noqa: E402
-from separation.stem_report import StemMeter, sample_peak  # noqa: E402
+from separation.audio.encoders import BLOCK_FRAMES, open_encoder  # noqa: E402
+from separation.audio.samplerate import SAMPLE_RATE  # noqa: E402
+from separation.audio.stem_figures import StemMeter, sample_peak  # noqa: E402
+from separation.audio.stem_file import RESCALE_PEAK_DBFS, StemStream  # noqa: E402
+from separation.request import OutputSettings  # noqa: E402
 
 CASES = {  # label -> (settings, level: the stem's peak is about this)
     "WAV 24-bit @ 48 kHz, clipping": (OutputSettings(format="wav", sample_rate=48000), 1.4),

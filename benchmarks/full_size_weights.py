@@ -37,10 +37,10 @@ from demucs.htdemucs import HTDemucs
 
 from fixtures.tiny_demucs import FOUR_STEMS, SIX_STEMS, identity_weights, write_bag
 from fixtures.weights_manifest import write_local_manifest
-from separation.demucs_bag import bag_file_problems
+from separation.models.demucs.bag import bag_file_problems
+from separation.models.roformer.bs_roformer import BSRoformer
+from separation.models.roformer.checkpoint import load_config
 from separation.plan import CONFIG_DIR, PLAN_FILE_NAME, StemPlan
-from separation.roformer import BSRoformer
-from separation.roformer_checkpoint import load_config
 
 DEFAULT_DIR = Path("/tmp/bs-roformer-cog-full-size-weights")
 ROFORMER_STORAGE = {"bs_roformer_vocals": torch.float32, "bs_roformer_mega53": torch.float16}  # as published

@@ -26,10 +26,10 @@ import torch
 from benchmarks.pipeline import GIB, MemoryMonitor, StageRecorder, load_average
 from fixtures.songs import write_long_song
 from fixtures.tiny_weights import write_tiny_weights
+from separation.audio.samplerate import SAMPLE_RATE
 from separation.pipeline import Separator
-from separation.samplerate import SAMPLE_RATE
+from separation.request import OutputSettings, SeparationSettings
 from separation.serving import release_free_memory
-from separation.settings import OutputSettings, SeparationSettings
 
 BYTES_PER_SAMPLE = 4  # float32
 TARGET_GIB = 2.0  # peak above the loaded models, in every case

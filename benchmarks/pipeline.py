@@ -42,13 +42,13 @@ from benchmarks.full_size_weights import DEFAULT_DIR, write_full_size_weights
 from benchmarks.reference_demix import reference_bs_roformer, reference_demix, use_msst_attention_kernels
 from fixtures.songs import write_long_song
 from fixtures.spans import chunked_output
-from separation.chunking import separate_chunked
+from separation.audio.samplerate import SAMPLE_RATE
+from separation.models.chunking import separate_chunked
+from separation.models.roformer.spec import RoformerSpec
 from separation.pipeline import Separator
 from separation.plan import PLAN_FILE_NAME
 from separation.progress import Reporter
-from separation.roformer_model import RoformerSpec
-from separation.samplerate import SAMPLE_RATE
-from separation.settings import OutputSettings, SeparationSettings
+from separation.request import OutputSettings, SeparationSettings
 
 GIB = 1024**3
 BYTES_PER_SAMPLE = 4  # float32

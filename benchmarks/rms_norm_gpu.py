@@ -45,7 +45,8 @@ def main() -> None:
     eps = 1e-24 / args.dim  # F.normalize's 1e-12 floor on the norm, on the mean square
     exact = x.float() / x.float().norm(dim=-1, keepdim=True) * args.dim**0.5 * gamma  # float32
 
-    def model_way() -> torch.Tensor:  # what separation.roformer.RMSNorm does, plus the Linear's cast
+    def model_way() -> torch.Tensor:
+        """What the model's RMSNorm does, plus the Linear's cast."""
         with torch.autocast("cuda", dtype=torch.float16):
             return (F.normalize(x, dim=-1).mul_(gamma * args.dim**0.5)).half()
 

@@ -23,10 +23,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmarks.pipeline import GIB, snr_db
 from benchmarks.reference_demix import reference_bs_roformer, use_msst_attention_kernels
 from fixtures.songs import song_block
-from separation.chunking import autocast_context
-from separation.roformer import BSRoformer
-from separation.roformer_checkpoint import load_config
-from separation.settings import SeparationSettings
+from separation.models.chunking import autocast_context
+from separation.models.roformer.bs_roformer import BSRoformer
+from separation.models.roformer.checkpoint import load_config
+from separation.request import SeparationSettings
 
 VIPERX_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "config_bs_roformer_vocals.yaml"
 

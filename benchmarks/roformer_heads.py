@@ -40,9 +40,9 @@ from fixtures.tiny_roformer import (
     resident_bytes,
     tiny_mega53_config,
 )
-from separation.roformer import BSRoformer
-from separation.roformer_checkpoint import RoformerCheckpoint, load_config
-from separation.roformer_memory import forward_bytes, head_bytes, heads_per_group
+from separation.models.roformer.bs_roformer import BSRoformer
+from separation.models.roformer.checkpoint import RoformerCheckpoint, load_config
+from separation.models.roformer.memory import forward_bytes, head_bytes, heads_per_group
 
 GUITAR = 20  # the head the product needs most
 MIB = 2**20

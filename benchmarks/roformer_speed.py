@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.pipeline import snr_db  # noqa: E402
 from benchmarks.reference_demix import reference_bs_roformer  # noqa: E402
-from separation.chunking import autocast_context  # noqa: E402
-from separation.roformer import BSRoformer  # noqa: E402
-from separation.roformer_checkpoint import RoformerCheckpoint, load_config  # noqa: E402
+from separation.models.chunking import autocast_context  # noqa: E402
+from separation.models.roformer.bs_roformer import BSRoformer  # noqa: E402
+from separation.models.roformer.checkpoint import RoformerCheckpoint, load_config  # noqa: E402
 
 VIPERX_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "config_bs_roformer_vocals.yaml"
 

@@ -1,4 +1,4 @@
-"""Benchmark the per-stem presence and loudness figures (separation/stem_report.py) of one request.
+"""Benchmark the per-stem presence and loudness figures (separation/audio/stem_figures.py) of one request.
 
 A generated song stands in for the mix and for every stem (the cost does not depend on the content): the
 mix is measured with `measure_mix`, each stem with a `StemMeter` fed in blocks of `--block-frames`, as the
@@ -23,7 +23,7 @@ import scipy.signal
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from fixtures.songs import SAMPLE_RATE, song_block  # noqa: E402
-from separation.stem_report import StemMeter, k_weighting_sos, measure_mix  # noqa: E402
+from separation.audio.stem_figures import StemMeter, k_weighting_sos, measure_mix  # noqa: E402
 
 GPU_SECONDS = {"T4 vocals stage, 5-min song": 42.0, "T4 all_6 request, low end": 55.0}
 

@@ -19,13 +19,12 @@ import logging
 import sys
 from pathlib import Path
 
-from .encode import stem_file_name
+from .audio.stem_file import stem_file_name
 from .errors import SeparationError, SettingsError
-from .manifest import default_weights_dir
 from .pipeline import Separator
 from .plan import CONFIG_DIR, PLAN_FILE_NAME, StemPlan
 from .progress import TqdmReporter
-from .settings import (
+from .request import (
     BATCH_SIZE_RANGE,
     CHUNK_SECONDS_RANGE,
     MAX_DURATION_SECONDS_RANGE,
@@ -40,6 +39,7 @@ from .settings import (
     parse_stem_list,
 )
 from .stem_writer import WrittenStem
+from .weights.manifest import default_weights_dir
 
 REPORT_FILE_NAME = "stems.json"
 

@@ -10,16 +10,23 @@ from pathlib import Path
 
 import torch
 
-from .decode import decode_audio
-from .encode import check_spool_space
+from .audio.decode import decode_audio
+from .audio.samplerate import SAMPLE_RATE
+from .audio.stem_file import check_spool_space
 from .errors import non_finite_output_error, weights_error
-from .manifest import WeightFile, default_weights_dir, load_manifest, manifest_for, select_models, verify
-from .model_base import Progress, SeparationModel, StemSpan
+from .models.base import Progress, SeparationModel, StemSpan
 from .plan import StemPlan
 from .progress import Reporter
-from .samplerate import SAMPLE_RATE
-from .settings import SeparationSettings
+from .request import SeparationSettings
 from .stem_writer import StemWriter, WrittenStem
+from .weights.manifest import (
+    WeightFile,
+    default_weights_dir,
+    load_manifest,
+    manifest_for,
+    select_models,
+    verify,
+)
 
 
 def default_device() -> torch.device:

@@ -15,10 +15,10 @@ from pathlib import Path
 import yaml
 
 from .errors import SettingsError
-from .manifest import CONFIG_DIR, own_or_project
-from .model_base import ModelSpec
-from .registry import MODEL_TYPES
-from .settings import SeparationSettings
+from .models.base import ModelSpec
+from .models.registry import MODEL_TYPES
+from .request import SeparationSettings
+from .weights.manifest import CONFIG_DIR, own_or_project
 
 PLAN_FILE_NAME = "stems.yaml"
 

@@ -11,10 +11,10 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from .audio.upload import check_upload
 from .pipeline import Separator
 from .progress import LogReporter, MetricRecorder
-from .settings import OutputSettings, SeparationSettings, parse_stem_list
-from .upload import check_upload
+from .request import OutputSettings, SeparationSettings, parse_stem_list
 
 
 class SeparationService:

@@ -31,11 +31,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .encode import StemStream
-from .model_base import StemSpan
-from .samplerate import SAMPLE_RATE
-from .settings import OutputSettings
-from .stem_report import StemMeter, StemReport, measure_mix
+from .audio.samplerate import SAMPLE_RATE
+from .audio.stem_figures import StemMeter, StemReport, measure_mix
+from .audio.stem_file import StemStream
+from .models.base import StemSpan
+from .request import OutputSettings
 
 MAX_QUEUED_SPANS = 4  # per stem: spans waiting for its writer thread before the model waits
 

@@ -7,7 +7,9 @@ import torch
 
 from fixtures.spans import chunked_output, progress_of
 from fixtures.tiny_roformer import randomize, tiny_config
-from separation.chunking import (
+from separation.errors import SettingsError
+from separation.models.base import Progress
+from separation.models.chunking import (
     CROSSFADE_RAMP_FRACTION,
     FinalBlock,
     PaddedTrack,
@@ -17,9 +19,7 @@ from separation.chunking import (
     pad_reflect_then_zero,
     separate_chunked,
 )
-from separation.errors import SettingsError
-from separation.model_base import Progress
-from separation.roformer import BSRoformer
+from separation.models.roformer.bs_roformer import BSRoformer
 
 CHUNK, OVERLAP = 1000, 400  # samples: small numbers keep the tests fast, the logic is the same
 

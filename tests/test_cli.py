@@ -10,8 +10,8 @@ import pytest
 import soundfile as sf
 
 from separation.__main__ import main, parse_args
-from separation.manifest import REPO_ROOT
 from separation.plan import CONFIG_DIR, PLAN_FILE_NAME, StemPlan
+from separation.weights.manifest import REPO_ROOT
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

@@ -21,10 +21,10 @@ import yaml
 from fixtures.cog_server import CogServer, Receiver, data_url, decode_data_url, read_audio
 from fixtures.signals import resample_whole
 from fixtures.songs import write_song
-from separation.decode import decode_audio
+from separation.audio.decode import decode_audio
+from separation.audio.samplerate import SAMPLE_RATE
 from separation.errors import AudioError
 from separation.plan import CONFIG_DIR, PLAN_FILE_NAME, StemPlan
-from separation.samplerate import SAMPLE_RATE
 
 SETUP_TIMEOUT_SECONDS = 240
 SONG_SECONDS = 2.5

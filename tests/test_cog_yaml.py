@@ -9,9 +9,9 @@ import jsonschema
 import pytest
 import yaml
 
-from separation import weights
-from separation.manifest import REPO_ROOT, load_manifest
-from separation.weights import build_commands
+from separation.weights import command as weights
+from separation.weights.command import build_commands
+from separation.weights.manifest import REPO_ROOT, load_manifest
 
 SCHEMA_PATH = REPO_ROOT / "tests" / "data" / "cog_config_schema_v1.0.json"
 

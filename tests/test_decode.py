@@ -1,4 +1,4 @@
-"""Decoding uploads of every supported kind and refusing bad or hostile ones (separation.decode).
+"""Decoding uploads of every supported kind and refusing bad or hostile ones (separation.audio.decode).
 Every fixture is generated in tmp_path with numpy, soundfile and the ffmpeg binary."""
 
 import os
@@ -24,9 +24,9 @@ from fixtures.signals import (
     stereo_wav,
     tones,
 )
-from separation.decode import decode_audio, decode_timeout_seconds
+from separation.audio.decode import decode_audio, decode_timeout_seconds
+from separation.audio.samplerate import SAMPLE_RATE
 from separation.errors import AudioError
-from separation.samplerate import SAMPLE_RATE
 
 # ---------------------------------------------------------------------------------------------------------
 # Decoding: every format round-trips

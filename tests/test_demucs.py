@@ -17,7 +17,7 @@ import yaml
 from demucs.api import Separator
 from demucs.apply import apply_model
 
-import separation.demucs_apply as demucs_apply
+import separation.models.demucs.apply as demucs_apply
 from fixtures.spans import progress_of, whole_stems
 from fixtures.tiny_demucs import (
     FOUR_STEMS,
@@ -26,10 +26,10 @@ from fixtures.tiny_demucs import (
     write_tiny_bag,
     write_tiny_demucs_weights,
 )
-from separation.demucs_apply import DemucsSeparator
-from separation.demucs_bag import bag_file_problems, load_bag
 from separation.errors import FETCH_COMMAND, AudioError, SettingsError, WeightsError
-from separation.model_base import Progress, StemSpan
+from separation.models.base import Progress, StemSpan
+from separation.models.demucs.apply import DemucsSeparator
+from separation.models.demucs.bag import bag_file_problems, load_bag
 
 SAMPLE_RATE = 44100
 REAL_FT_SIGNATURES = ["f7e0c4bc", "d12395a8", "92cfc3b6", "04573f0d"]

@@ -1,4 +1,4 @@
-"""Writing stems whole and block by block (separation.encode)."""
+"""Writing stems whole and block by block (separation.audio.stem_file)."""
 
 import contextlib
 import dataclasses
@@ -22,12 +22,12 @@ from fixtures.signals import (
     rms_db,
     stem_signal,
 )
-from separation.decode import decode_audio
-from separation.encode import RESCALE_PEAK_DBFS, StemStream, stem_file_name, write_stem
+from separation.audio.decode import decode_audio
+from separation.audio.samplerate import SAMPLE_RATE
+from separation.audio.stem_figures import StemMeter
+from separation.audio.stem_file import RESCALE_PEAK_DBFS, StemStream, stem_file_name, write_stem
 from separation.errors import SettingsError
-from separation.samplerate import SAMPLE_RATE
-from separation.settings import MP3_BITRATES, OutputSettings
-from separation.stem_report import StemMeter
+from separation.request import MP3_BITRATES, OutputSettings
 
 # ---------------------------------------------------------------------------------------------------------
 # Encoding
@@ -95,7 +95,7 @@ def test_mp3_is_constant_bitrate_at_the_requested_rate_and_sounds_like_the_stem(
 )
 def test_rescale_scales_a_clipping_stem_down_and_keeps_its_shape(tmp_path, caplog, settings):
     stem = stem_signal(peak=1.5)
-    with caplog.at_level(logging.INFO, logger="separation.encode"):
+    with caplog.at_level(logging.INFO, logger="separation.audio.stem_file"):
         path = write_stem(stem, "bass", tmp_path, settings)
     written = decode_audio(path)
     target_peak = 10 ** (RESCALE_PEAK_DBFS / 20)
@@ -259,7 +259,7 @@ def test_a_rescaled_stem_is_the_file_of_the_stem_scaled_beforehand(tmp_path, cap
     """The second pass, from the spool, encodes exactly the scaled samples; float WAV is never rescaled."""
     stem = stem_signal(peak=1.5)
     gain = 1.0 if is_float_wav(settings) else rescale_gain(stem, 1.0)
-    with caplog.at_level(logging.INFO, logger="separation.encode"):
+    with caplog.at_level(logging.INFO, logger="separation.audio.stem_file"):
         rescaled = stream_in_blocks(stem, tmp_path / "rescaled", settings)
     scaled = stream_in_blocks(stem * np.float32(gain), tmp_path / "scaled", settings)
     assert file_bytes(rescaled) == file_bytes(scaled)
@@ -273,7 +273,7 @@ def test_the_internal_block_size_does_not_show_in_the_file(tmp_path, monkeypatch
     settings = dataclasses.replace(settings, sample_rate=rate)
     stem = stem_signal(peak=1.5)
     expected = file_bytes(write_stem(stem, "drums", tmp_path / "default", settings))
-    for module in ("separation.encode", "separation.encoders"):
+    for module in ("separation.audio.stem_file", "separation.audio.encoders"):
         monkeypatch.setattr(f"{module}.BLOCK_FRAMES", 10_000)  # the stem spans 9 blocks
     assert file_bytes(write_stem(stem, "drums", tmp_path / "small", settings)) == expected
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from separation.audio.ffmpeg import Deadline, FfmpegPipe, run_tool
 from separation.errors import AudioError
-from separation.ffmpeg import Deadline, FfmpegPipe, run_tool
 
 
 def test_a_stalled_decoder_is_killed_at_the_deadline():

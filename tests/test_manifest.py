@@ -9,9 +9,9 @@ import re
 import pytest
 import yaml
 
-from separation import manifest
 from separation.errors import WeightsError
-from separation.manifest import REPO_ROOT, load_manifest
+from separation.weights import manifest
+from separation.weights.manifest import REPO_ROOT, load_manifest
 
 DEMUCS_REMOTE_COPIES = REPO_ROOT / "tests" / "data" / "demucs_remote"
 

@@ -1,5 +1,5 @@
 """`.cog/openapi_schema.json` is current with predict.py, and the Cog inputs and the command line offer the
-choices and defaults that `separation.settings` and the stem plan declare."""
+choices and defaults that `separation.request` and the stem plan declare."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from separation.__main__ import parse_args, settings_from_args
 from separation.plan import CONFIG_DIR, PLAN_FILE_NAME, StemPlan
-from separation.settings import (
+from separation.request import (
     MP3_BITRATES,
     OUTPUT_FORMATS,
     OUTPUT_SAMPLE_RATES,

@@ -16,16 +16,16 @@ import torch
 from fixtures.songs import write_song
 from fixtures.spans import chunked_output
 from fixtures.tiny_roformer import loaded_heads
-from separation.chunking import separate_chunked
-from separation.decode import decode_audio
-from separation.encode import StemStream
+from separation.audio.decode import decode_audio
+from separation.audio.stem_file import StemStream
 from separation.errors import WeightsError
-from separation.manifest import MANIFEST_PATH, load_manifest
+from separation.models.chunking import separate_chunked
+from separation.models.roformer.checkpoint import RoformerCheckpoint
 from separation.pipeline import Separator
 from separation.plan import StemPlan
 from separation.progress import Reporter
-from separation.roformer_checkpoint import RoformerCheckpoint
-from separation.settings import OutputSettings, SeparationSettings
+from separation.request import OutputSettings, SeparationSettings
+from separation.weights.manifest import MANIFEST_PATH, load_manifest
 
 EXPECTED_ORDER = {
     "vocals_instrumental": ["vocals", "instrumental"],

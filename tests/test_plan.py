@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from separation.demucs_model import DemucsSpec
 from separation.errors import SettingsError
-from separation.manifest import load_manifest, package_file_path
+from separation.models.demucs.spec import DemucsSpec
+from separation.models.roformer.spec import RoformerSpec
 from separation.plan import CONFIG_DIR, PLAN_FILE_NAME, StemPlan
-from separation.roformer_model import RoformerSpec
-from separation.settings import SeparationSettings
+from separation.request import SeparationSettings
+from separation.weights.manifest import load_manifest, package_file_path
 
 EXPECTED_ORDER = {
     "vocals_instrumental": ["vocals", "instrumental"],

@@ -7,7 +7,7 @@ import io
 from fixtures.scaled_mix import register, write_scaled_mix_weights
 from separation.pipeline import Separator
 from separation.progress import LogReporter, Reporter, TqdmReporter
-from separation.settings import SeparationSettings
+from separation.request import SeparationSettings
 
 
 def test_log_reporter_prints_eta_and_records_metrics():

@@ -20,11 +20,11 @@ import yaml
 from fixtures.requests import service_options
 from fixtures.weights_manifest import write_local_manifest
 from separation.__main__ import main
-from separation.model_base import ModelSpec, Progress, StemSpan
+from separation.models.base import ModelSpec, Progress, StemSpan
+from separation.models.registry import MODEL_TYPES
 from separation.plan import PLAN_FILE_NAME, StemPlan
-from separation.registry import MODEL_TYPES
+from separation.request import SeparationSettings
 from separation.serving import SeparationService
-from separation.settings import SeparationSettings
 
 
 @dataclass(frozen=True, kw_only=True)

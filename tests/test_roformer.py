@@ -12,10 +12,10 @@ import yaml
 from einops import rearrange
 
 from fixtures.tiny_roformer import VIPERX_CONFIG, randomize, tiny_config, write_tiny_roformer
-from separation import roformer
 from separation.errors import WeightsError
-from separation.roformer import BSRoformer, RotaryEmbedding, Transformer
-from separation.roformer_checkpoint import RoformerCheckpoint, load_config
+from separation.models.roformer import bs_roformer as roformer
+from separation.models.roformer.bs_roformer import BSRoformer, RotaryEmbedding, Transformer
+from separation.models.roformer.checkpoint import RoformerCheckpoint, load_config
 
 DATA = Path(__file__).parent / "data"
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-import separation.roformer_memory as roformer_memory
+import separation.models.roformer.memory as roformer_memory
 from fixtures.tiny_roformer import (
     MEGA53_CONFIG,
     forward_peaks,
@@ -26,11 +26,11 @@ from fixtures.tiny_roformer import (
     write_tiny_mega53,
 )
 from separation.errors import WeightsError
+from separation.models.roformer.bs_roformer import BSRoformer, RotaryEmbedding
+from separation.models.roformer.checkpoint import RoformerCheckpoint, load_config, split_heads
+from separation.models.roformer.memory import forward_bytes, head_bytes, heads_per_group
 from separation.plan import CONFIG_DIR, PLAN_FILE_NAME, StemPlan
-from separation.roformer import BSRoformer, RotaryEmbedding
-from separation.roformer_checkpoint import RoformerCheckpoint, load_config, split_heads
-from separation.roformer_memory import forward_bytes, head_bytes, heads_per_group
-from separation.settings import SeparationSettings
+from separation.request import SeparationSettings
 
 DATA = Path(__file__).parent / "data"
 MEGA53_YAML = DATA / "mvsep_mega_model_bs_roformer_53_stems.yaml"  # MSST's file, byte for byte

@@ -10,8 +10,7 @@ import pytest
 from fixtures.requests import service_options
 from separation.__main__ import main
 from separation.errors import SettingsError
-from separation.serving import SeparationService
-from separation.settings import (
+from separation.request import (
     BATCH_SIZE_RANGE,
     CHUNK_SECONDS_RANGE,
     MAX_DURATION_SECONDS_RANGE,
@@ -20,6 +19,7 @@ from separation.settings import (
     SeparationSettings,
     parse_stem_list,
 )
+from separation.serving import SeparationService
 
 # (SeparationSettings keyword, a refused value, words of the message: the value and the allowed range)
 OUT_OF_RANGE = {

@@ -11,7 +11,7 @@ import pyloudnorm
 import pytest
 
 from fixtures.songs import song_block
-from separation.stem_report import (
+from separation.audio.stem_figures import (
     ACTIVE_BELOW_MIX_LU,
     PRESENT_MIN_ACTIVE_FRACTION,
     SHORT_TERM_WINDOW_SECONDS,

@@ -17,12 +17,12 @@ import soundfile as sf
 from fixtures.processes import ffmpeg_children
 from fixtures.scaled_mix import StandInFailure, register, write_scaled_mix_weights
 from fixtures.songs import write_song
-from separation.decode import decode_audio
-from separation.encode import RESCALE_PEAK_DBFS, StemStream, write_stem
+from separation.audio.decode import decode_audio
+from separation.audio.stem_figures import StemReport, measure_mix
+from separation.audio.stem_file import RESCALE_PEAK_DBFS, StemStream, write_stem
 from separation.errors import SettingsError, WeightsError
 from separation.pipeline import Separator
-from separation.settings import OutputSettings, SeparationSettings
-from separation.stem_report import StemReport, measure_mix
+from separation.request import OutputSettings, SeparationSettings
 from separation.stem_writer import MAX_QUEUED_SPANS
 
 PLAN = {

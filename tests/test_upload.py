@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from fixtures.requests import service_options
+from separation.audio.upload import shown_name
 from separation.errors import AudioError
 from separation.serving import SeparationService
-from separation.upload import shown_name
 
 OPTIONS = service_options()
 

@@ -20,11 +20,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from separation import manifest, weights
-from separation.download import fetch
 from separation.errors import WeightsError
-from separation.manifest import REPO_ROOT, WeightFile, load_manifest, verify
-from separation.weights import build_commands
+from separation.weights import command as weights
+from separation.weights import manifest
+from separation.weights.command import build_commands
+from separation.weights.download import fetch
+from separation.weights.manifest import REPO_ROOT, WeightFile, load_manifest, verify
 
 DEMUCS_REMOTE_COPIES = REPO_ROOT / "tests" / "data" / "demucs_remote"
 CONTENT = bytes(range(256)) * 1200  # 307,200 bytes, several socket writes

@@ -20,7 +20,7 @@ import pytest
 
 from fixtures.cog_server import CogServer, Receiver
 from fixtures.songs import write_song
-from separation.manifest import REPO_ROOT
+from separation.weights.manifest import REPO_ROOT
 
 WORKER_DIR = REPO_ROOT / "examples" / "worker"
 SECRET = "whsec_" + base64.b64encode(b"fretwise-e2e-signing-key-32bytes").decode()

@@ -18,8 +18,8 @@ from typing import Any, ClassVar, Protocol
 
 import torch
 
-from .errors import SettingsError
-from .settings import SeparationSettings
+from ..errors import SettingsError
+from ..request import SeparationSettings
 
 LOAD_TIMES = ("setup", "lazy")  # setup: when the server starts; lazy: on first use, then kept
 

@@ -29,10 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import AudioError, format_seconds
+from ..errors import AudioError, format_seconds
+from ..request import DEFAULT_MAX_DURATION_SECONDS
 from .ffmpeg import FFMPEG_QUIET, Deadline, FfmpegPipe, run_tool, short_reason
 from .samplerate import SAMPLE_RATE, StreamResampler
-from .settings import DEFAULT_MAX_DURATION_SECONDS
 from .upload import shown_name
 from .wav_header import check_wav_header
 

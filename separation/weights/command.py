@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .download import fetch
-from .errors import WeightsError
+from ..errors import WeightsError
 from .manifest import (
     MANIFEST_PATH,
     WEIGHTS_DIR_ENV,
@@ -135,6 +135,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{len(files)} weight files OK in {weights_dir}", file=sys.stderr)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from einops import pack, rearrange, unpack
 from torch import nn
 
-from .roformer_memory import heads_per_group
+from .memory import heads_per_group
 
 # Config keys that only shape training (losses, regularisation, kernel choice): accepted so a
 # config's `model` section can be passed as is, and ignored at inference.

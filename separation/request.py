@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .audio.samplerate import SAMPLE_RATE
 from .errors import SettingsError
-from .samplerate import SAMPLE_RATE
 
 OUTPUT_FORMATS = ("wav", "mp3", "flac")
 WAV_BIT_DEPTHS = ("16", "24", "32-float")  # strings (they are Cog choices)

@@ -15,7 +15,7 @@ from demucs.pretrained import REMOTE_ROOT, get_model
 from demucs.repo import check_checksum
 from demucs.states import load_model
 
-from .errors import weights_error
+from ...errors import weights_error
 
 
 def _read_signatures(yaml_path: Path) -> list[str]:

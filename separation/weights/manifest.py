@@ -15,9 +15,9 @@ from pathlib import Path
 
 import yaml
 
-from .errors import WeightsError
+from ..errors import WeightsError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent  # the one place the package names the repository
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the one place the package names the repository
 CONFIG_DIR = REPO_ROOT / "configs"
 MANIFEST_FILE_NAME = "weights.yaml"
 MANIFEST_PATH = CONFIG_DIR / MANIFEST_FILE_NAME

@@ -14,10 +14,10 @@ from typing import ClassVar
 
 import torch
 
-from .demucs_apply import DemucsSeparator
-from .demucs_bag import bag_files
-from .model_base import ModelSpec, Progress, StemSpan
-from .settings import SeparationSettings
+from ...request import SeparationSettings
+from ..base import ModelSpec, Progress, StemSpan
+from .apply import DemucsSeparator
+from .bag import bag_files
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -11,7 +11,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from .errors import AudioError
+from ..errors import AudioError
 
 RUNTIME_PREFIX = re.compile(r"tmp[a-z0-9_]{8}")  # Python's tempfile: "tmp" and 8 of [a-z0-9_]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import AudioError, SeparationError
+from ..errors import AudioError, SeparationError
 from .upload import shown_name
 
 FFMPEG_QUIET = ("ffmpeg", "-nostdin", "-hide_banner", "-v", "error")  # errors only, never reads stdin

@@ -16,14 +16,14 @@ from typing import Any, ClassVar
 
 import torch
 
-from .chunking import separate_chunked
-from .errors import SettingsError
-from .model_base import ModelSpec, Progress, StemSpan
-from .roformer import BSRoformer
-from .roformer_checkpoint import RoformerCheckpoint, load_config
-from .roformer_memory import forward_bytes
-from .samplerate import SAMPLE_RATE
-from .settings import MAX_FORWARD_BYTES, SeparationSettings, check_batch_size, check_chunking
+from ...audio.samplerate import SAMPLE_RATE
+from ...errors import SettingsError
+from ...request import MAX_FORWARD_BYTES, SeparationSettings, check_batch_size, check_chunking
+from ..base import ModelSpec, Progress, StemSpan
+from ..chunking import separate_chunked
+from .bs_roformer import BSRoformer
+from .checkpoint import RoformerCheckpoint, load_config
+from .memory import forward_bytes
 
 CHUNKINGS = ("request", "config")  # whose chunk length and overlap the model runs at
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from .roformer import Attention, BSRoformer, FeedForward, MaskEstimator, Transformer
+    from .bs_roformer import Attention, BSRoformer, FeedForward, MaskEstimator, Transformer
 
 # What the mask heads of one forward pass may hold at once (masks, masked spectra, iSTFT buffers): the
 # heads run in groups that fit, at least one head per group. A head's buffers scale with batch x chunk,

@@ -4,8 +4,8 @@ spec and model classes (see `model_base.py`) and one line here."""
 
 from __future__ import annotations
 
-from .demucs_model import DemucsSpec
-from .model_base import ModelSpec
-from .roformer_model import RoformerSpec
+from .base import ModelSpec
+from .demucs.spec import DemucsSpec
+from .roformer.spec import RoformerSpec
 
 MODEL_TYPES: dict[str, type[ModelSpec]] = {spec.type_name: spec for spec in (RoformerSpec, DemucsSpec)}

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .errors import WeightsError
+from ..errors import WeightsError
 from .manifest import READ_CHUNK_BYTES, WeightFile, file_problem, package_file_path
 
 _RETRYABLE_HTTP_CODES = frozenset({408, 425, 429})

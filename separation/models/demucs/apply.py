@@ -38,10 +38,10 @@ import torch
 import torch.nn.functional as F
 from demucs.utils import center_trim
 
-from .demucs_bag import load_bag
-from .errors import AudioError, SettingsError, WeightsError
-from .model_base import Progress, StemSpan
-from .settings import check_batch_size
+from ...errors import AudioError, SettingsError, WeightsError
+from ...request import check_batch_size
+from ..base import Progress, StemSpan
+from .bag import load_bag
 
 SHIFT_RANGE_SECONDS = 0.5  # apply_model shifts the track by a random offset in [0, 0.5 s] per shift
 NORMALISATION_EPSILON = 1e-8  # added to the standard deviation, as in demucs.api

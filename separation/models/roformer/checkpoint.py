@@ -16,8 +16,8 @@ import torch
 import yaml
 from torch import nn
 
-from .errors import WeightsError
-from .roformer import BSRoformer
+from ...errors import WeightsError
+from .bs_roformer import BSRoformer
 
 
 def load_config(path: str | Path) -> dict:

@@ -10,7 +10,7 @@ import math
 import struct
 from pathlib import Path
 
-from .errors import AudioError, format_seconds
+from ..errors import AudioError, format_seconds
 
 _MAX_WAV_CHUNKS = 1000  # chunks read before the data chunk; more is no WAV anyone wrote
 

@@ -37,9 +37,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .errors import SettingsError
-from .model_base import Progress
-from .settings import check_batch_size, check_chunking
+from ..errors import SettingsError
+from ..request import check_batch_size, check_chunking
+from .base import Progress
 
 CROSSFADE_RAMP_FRACTION = 0.1  # each ramp of a crossfade lasts this fraction of the overlap
 

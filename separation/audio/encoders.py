@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from .errors import SeparationError
+from ..errors import SeparationError
+from ..request import OutputSettings
 from .ffmpeg import FFMPEG_QUIET, missing_tool_error, short_reason
-from .settings import OutputSettings
 
 BLOCK_FRAMES = 1 << 20  # about 24 s at 44.1 kHz: 8 MiB of float32 stereo
 

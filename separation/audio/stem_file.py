@@ -29,11 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import SettingsError
+from ..request import OutputSettings
 from .encoders import BLOCK_FRAMES, full_scale, open_encoder
-from .errors import SettingsError
 from .samplerate import SAMPLE_RATE, StreamResampler
-from .settings import OutputSettings
-from .stem_report import StemMeter, sample_peak
+from .stem_figures import StemMeter, sample_peak
 
 logger = logging.getLogger(__name__)
 
