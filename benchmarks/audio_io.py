@@ -25,19 +25,19 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+from fixtures.requests import MAX_DURATION_SECONDS, output_settings
 from fixtures.signals import resample_whole
 from separation.audio.decode import decode_audio  # noqa: E402
 from separation.audio.samplerate import SAMPLE_RATE  # noqa: E402
 from separation.audio.stem_file import write_stem  # noqa: E402
-from separation.request import OutputSettings  # noqa: E402
 
 ENCODINGS = {  # label -> settings for write_stem
-    "WAV 16-bit": OutputSettings(format="wav", wav_bit_depth="16"),
-    "WAV 24-bit": OutputSettings(format="wav", wav_bit_depth="24"),
-    "WAV 32-bit float": OutputSettings(format="wav", wav_bit_depth="32-float"),
-    "WAV 24-bit @ 48 kHz": OutputSettings(format="wav", wav_bit_depth="24", sample_rate=48000),
-    "FLAC 24-bit": OutputSettings(format="flac", wav_bit_depth="24"),
-    "MP3 320k": OutputSettings(format="mp3", mp3_bitrate=320),
+    "WAV 16-bit": output_settings(output_format="wav", wav_bit_depth="16"),
+    "WAV 24-bit": output_settings(output_format="wav", wav_bit_depth="24"),
+    "WAV 32-bit float": output_settings(output_format="wav", wav_bit_depth="32-float"),
+    "WAV 24-bit @ 48 kHz": output_settings(output_format="wav", wav_bit_depth="24", sample_rate=48000),
+    "FLAC 24-bit": output_settings(output_format="flac", wav_bit_depth="24"),
+    "MP3 320k": output_settings(output_format="mp3", mp3_bitrate=320),
 }
 TRANSCODES = {  # label -> (file name, ffmpeg codec options), made from the 16-bit WAV outside the timing
     "M4A/AAC 256k": ("song.m4a", ("-c:a", "aac", "-b:a", "256k")),
@@ -113,7 +113,9 @@ def main() -> None:
                 check=True,
             )
         for label, path in files.items():
-            seconds, cpu, peak_mib, _ = measure(lambda p=path: decode_audio(p))
+            seconds, cpu, peak_mib, _ = measure(
+                lambda p=path: decode_audio(p, max_duration_seconds=MAX_DURATION_SECONDS)
+            )
             rows.append(("decode", label, seconds / minutes, cpu / minutes, peak_mib))
     song_48k = resample_whole(song, SAMPLE_RATE, 48000)
     for label, stage in {

@@ -11,7 +11,7 @@ Each case runs in a fresh Python process, twice:
 Both feed a StemMeter. The figures: peak - baseline RSS of the write (VmHWM after it minus VmRSS just
 before, the peak reset through /proc/self/clear_refs; the whole write's baseline already holds the stem),
 the stem's size as float32, CPU and wall seconds of the write (CPU: this process and its ffmpeg; making
-the blocks is left out), and whether both wrote the same bytes and the same StemReport.
+the blocks is left out), and whether both wrote the same bytes and the same StemFigures.
 
     .venv/bin/python benchmarks/encode_memory.py [--minutes 10] [--block-seconds 8]
 """
@@ -30,18 +30,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+from fixtures.requests import output_settings
 from fixtures.signals import resample_whole
 from separation.audio.encoders import BLOCK_FRAMES, open_encoder  # noqa: E402
 from separation.audio.samplerate import SAMPLE_RATE  # noqa: E402
 from separation.audio.stem_figures import StemMeter, sample_peak  # noqa: E402
 from separation.audio.stem_file import RESCALE_PEAK_DBFS, StemStream  # noqa: E402
-from separation.request import OutputSettings  # noqa: E402
 
 CASES = {  # label -> (settings, level: the stem's peak is about this)
-    "WAV 24-bit @ 48 kHz, clipping": (OutputSettings(format="wav", sample_rate=48000), 1.4),
-    "WAV 24-bit @ 48 kHz, quiet": (OutputSettings(format="wav", sample_rate=48000), 0.8),
-    "MP3 320k @ 44.1 kHz, clipping": (OutputSettings(format="mp3", mp3_bitrate=320), 1.4),
-    "MP3 320k @ 44.1 kHz, quiet": (OutputSettings(format="mp3", mp3_bitrate=320), 0.8),
+    "WAV 24-bit @ 48 kHz, clipping": (output_settings(output_format="wav", sample_rate=48000), 1.4),
+    "WAV 24-bit @ 48 kHz, quiet": (output_settings(output_format="wav", sample_rate=48000), 0.8),
+    "MP3 320k @ 44.1 kHz, clipping": (output_settings(output_format="mp3", mp3_bitrate=320), 1.4),
+    "MP3 320k @ 44.1 kHz, quiet": (output_settings(output_format="mp3", mp3_bitrate=320), 0.8),
 }
 
 

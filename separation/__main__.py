@@ -1,71 +1,56 @@
-"""Command line: separate local files with the same pipeline and file names as the Cog model.
+"""Command line: separate local files with the same pipeline, inputs and file names as the Cog model.
 
-    python -m separation song.mp3 [more.flac ...] [--stems all_4] [--format flac] [--out DIR]
-                         [--device cpu|cuda] [--weights DIR]
+    python -m separation song.mp3 [more.flac ...] [--stems all_4] [--output-format flac] [--out DIR]
+                         [--device cpu|cuda] [--weights DIR] [--json]
 
-Each input gets a folder named after its file name, extension included (`separated/song.mp3/`, so
-`song.mp3` and `song.wav` never share one), holding `<stem>.<ext>`, followed on stdout by a table of each
-stem's peak, loudness, audible share and presence; `--json` also writes that report to `stems.json` in the
-same folder. A re-run replaces the stems and the report this command wrote there before. The settings are
-checked before the models load; the models load once for all inputs. Errors print one line and the exit
-code is 1 (2 for bad arguments).
+Every option of a request is the Cog input of the same name (`--chunk-size` is `chunk_size`), declared once
+in `separation.request`; the command line adds `--batch-size`, `--precision` and `--max-minutes`. Each input
+gets a folder named after its file name, extension included (`separated/song.mp3/`, so `song.mp3` and
+`song.wav` never share one), holding `<stem>.<ext>`, followed on stdout by a table of each stem's peak,
+loudness, audible share, presence, model and terms; `--json` also writes that report to `stems.json` in the
+same folder (what the Cog model returns as its last file). A re-run replaces the stems and the report this
+command wrote there before. The request is checked before the models load; the models load once for all
+inputs. Errors print one line and the exit code is 1 (2 for arguments argparse cannot read).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 
+from .audio.encoders import OUTPUT_FORMATS
 from .audio.stem_file import stem_file_name
 from .errors import SeparationError, SettingsError
 from .pipeline import Separator
 from .plan import CONFIG_DIR, PLAN_FILE_NAME, StemPlan
 from .progress import TqdmReporter
-from .request import (
-    BATCH_SIZE_RANGE,
-    CHUNK_SECONDS_RANGE,
-    MAX_DURATION_SECONDS_RANGE,
-    MP3_BITRATES,
-    OUTPUT_FORMATS,
-    OUTPUT_SAMPLE_RATES,
-    OVERLAP_SECONDS_RANGE,
-    PRECISIONS,
-    WAV_BIT_DEPTHS,
-    OutputSettings,
-    SeparationSettings,
-    parse_stem_list,
-)
-from .stem_writer import WrittenStem
+from .request import InputSpec, Request, declared_inputs
+from .stem_writer import REPORT_FILE_NAME, WrittenStem, write_report
 from .weights.manifest import default_weights_dir
 
-REPORT_FILE_NAME = "stems.json"
+OPTION_ALIASES = {"output_format": ["--format"]}  # names earlier versions of the command line used
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """The command line; every default and choice comes from `separation.settings`."""
-    settings, output = SeparationSettings(), OutputSettings()
-    (low_chunk, high_chunk), (low_overlap, high_overlap) = CHUNK_SECONDS_RANGE, OVERLAP_SECONDS_RANGE
-    low_batch, high_batch = BATCH_SIZE_RANGE
+    """The command line: the request's inputs as options (their defaults, choices and ranges in the help),
+    and where to read and write."""
     parser = argparse.ArgumentParser(
         prog="python -m separation", description="Separate songs into stems (BS-RoFormer + Demucs v4)."
     )
     parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="audio or video files")
-    plan = StemPlan.load(CONFIG_DIR / PLAN_FILE_NAME)
-    modes = "; ".join(f"{mode}: {', '.join(plan.stems_of(mode))}" for mode in plan.modes)
-    parser.add_argument(
-        "--stems", default=settings.stems, help=f"which stems, one of: {modes} (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--extra-stems",
-        default="",
-        metavar="NAMES",
-        help="comma-separated instruments to add after the mode's stems, any of: "
-        + ", ".join(plan.extra_stem_names),
-    )
-    parser.add_argument("--format", default=output.format, choices=OUTPUT_FORMATS)
+    for spec in declared_inputs(StemPlan.load(CONFIG_DIR / PLAN_FILE_NAME))[1:]:
+        option = "--" + spec.name.replace("_", "-")
+        parser.add_argument(
+            option,
+            *OPTION_ALIASES.get(spec.name, []),
+            dest=spec.name,
+            type=spec.type,
+            default=spec.default,
+            metavar=spec.name.upper(),
+            help=_help(spec),
+        )
     parser.add_argument(
         "--out", type=Path, default=Path("separated"), help="output folder (default: separated)"
     )
@@ -77,65 +62,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="weights folder (default: $SEPARATION_WEIGHTS_DIR or ./weights)",
     )
     parser.add_argument(
-        "--chunk-size",
-        type=float,
-        default=settings.chunk_seconds,
-        help=f"seconds per BS-RoFormer vocals chunk, {low_chunk:g} to {high_chunk:g} (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--overlap",
-        type=float,
-        default=settings.overlap_seconds,
-        help=f"seconds of overlap between chunks, {low_overlap:g} to {high_overlap:g}, below the chunk "
-        "size (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=settings.batch_size,
-        help=f"chunks or segments per forward pass, {low_batch} to {high_batch} (default: each model's "
-        "configured batch size)",
-    )
-    parser.add_argument("--precision", default=settings.precision, choices=PRECISIONS)
-    parser.add_argument("--sample-rate", type=int, default=output.sample_rate, choices=OUTPUT_SAMPLE_RATES)
-    parser.add_argument("--wav-bit-depth", default=output.wav_bit_depth, choices=WAV_BIT_DEPTHS)
-    parser.add_argument("--mp3-bitrate", type=int, default=output.mp3_bitrate, choices=MP3_BITRATES)
-    parser.add_argument(
-        "--max-minutes",
-        type=float,
-        default=settings.max_duration_seconds / 60,
-        help=f"reject longer inputs; at most {MAX_DURATION_SECONDS_RANGE[1] / 60:g} (default: %(default)g)",
-    )
-    parser.add_argument(
         "--json", action="store_true", help=f"also write each input's stem report to {REPORT_FILE_NAME}"
     )
     return parser.parse_args(argv)
 
 
-def settings_from_args(args: argparse.Namespace) -> SeparationSettings:
+def _help(spec: InputSpec) -> str:
+    """An option's help: its description, its choices or range, its default (argparse's % escaped)."""
+    text = spec.description
+    if spec.choices:
+        text += f" One of: {', '.join(map(str, spec.choices))}."
+    if spec.bounds is not None:
+        text += f" From {spec.bounds[0]:g} to {spec.bounds[1]:g}{spec.unit}."
+    if spec.default not in (None, ""):
+        text += f" Default: {spec.default}."
+    return text.replace("%", "%%")
+
+
+def request_from_args(args: argparse.Namespace) -> Request:
     """The request the command line describes; SettingsError for an impossible one."""
-    return SeparationSettings(
-        stems=args.stems,
-        extra_stems=parse_stem_list(args.extra_stems),
-        chunk_seconds=args.chunk_size,
-        overlap_seconds=args.overlap,
-        batch_size=args.batch_size,
-        precision=args.precision,
-        max_duration_seconds=args.max_minutes * 60,
-        output=OutputSettings(
-            format=args.format,
-            sample_rate=args.sample_rate,
-            wav_bit_depth=args.wav_bit_depth,
-            mp3_bitrate=args.mp3_bitrate,
-        ),
-    )
+    return Request(**{spec.name: getattr(args, spec.name) for spec in declared_inputs()[1:]})
 
 
 def report_table(stems: list[WrittenStem]) -> str:
-    """The stems' figures as an aligned text table, one row per stem."""
-    rows = [("stem", "peak dBFS", "LUFS", "audible", "present")]
+    """The stems' figures and origins as an aligned text table, one row per stem."""
+    rows = [("stem", "peak dBFS", "LUFS", "audible", "present", "model", "terms")]
     for stem in stems:
-        figures = stem.report
+        figures = stem.figures
         rows.append(
             (
                 stem.name,
@@ -143,18 +96,12 @@ def report_table(stems: list[WrittenStem]) -> str:
                 "-" if figures.loudness_lufs is None else f"{figures.loudness_lufs:.1f}",
                 f"{100 * figures.active_fraction:.0f} %",
                 "yes" if figures.present else "no",
+                stem.origin.model,
+                stem.origin.terms,
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows)
-
-
-def write_report(stems: list[WrittenStem], out_dir: Path) -> Path:
-    """`stems.json` in out_dir: {stem: {file, peak_dbfs, loudness_lufs, active_fraction, present}}."""
-    report = {stem.name: {"file": stem.path.name, **stem.report.as_dict()} for stem in stems}
-    path = out_dir / REPORT_FILE_NAME
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    return path
 
 
 def output_folders(inputs: list[Path], out: Path) -> list[Path]:
@@ -183,9 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     weights_dir = args.weights or default_weights_dir()
     try:
-        settings = settings_from_args(args)
+        request = request_from_args(args)
         out_dirs = output_folders(args.inputs, args.out)
-        order = StemPlan.for_weights(weights_dir).resolve(settings).order  # before models load
+        order = StemPlan.for_weights(weights_dir).resolve(request).order  # before models load
         separator = Separator(weights_dir, args.device)
     except SeparationError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -196,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         remove_earlier_outputs(out_dir, separator.plan)
         try:
             stems = []
-            for stem in separator.stems_as_written(path, out_dir, settings, TqdmReporter()):
+            for stem in separator.stems_as_written(path, out_dir, request, TqdmReporter()):
                 print(f"{path} -> {stem.path}", flush=True)
                 stems.append(stem)
         except SeparationError as error:

@@ -8,6 +8,7 @@ raise are made here, once.
 
 from collections.abc import Sequence
 
+QUOTED_CHARACTERS = 100  # the most of a user's value a message repeats
 FETCH_COMMAND = "python -m separation.weights fetch"
 VERIFY_COMMAND = "python -m separation.weights verify"
 
@@ -48,3 +49,14 @@ def format_seconds(seconds: float) -> str:
     minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def quoted(value: object) -> str:
+    """`value` as a message shows what a user sent: its repr, cut after QUOTED_CHARACTERS characters with
+    the full length said (a megabyte of text must not come back as a megabyte of error)."""
+    if isinstance(value, str) and len(value) > QUOTED_CHARACTERS:
+        return f"{value[:QUOTED_CHARACTERS]!r}... ({len(value)} characters)"
+    text = repr(value)
+    if len(text) > QUOTED_CHARACTERS:
+        return f"{text[:QUOTED_CHARACTERS]}... ({len(text)} characters as text)"
+    return text

@@ -13,24 +13,32 @@ import torch
 from .audio.decode import decode_audio
 from .audio.samplerate import SAMPLE_RATE
 from .audio.stem_file import check_spool_space
-from .errors import non_finite_output_error, weights_error
-from .models.base import Progress, SeparationModel, StemSpan
+from .errors import SettingsError, WeightsError, non_finite_output_error, quoted, weights_error
+from .models.base import LoadedModel, Progress, StemSpan
 from .plan import StemPlan
 from .progress import Reporter
-from .request import SeparationSettings
-from .stem_writer import StemWriter, WrittenStem
+from .request import Request
+from .stem_writer import Origin, StemWriter, WrittenStem
 from .weights.manifest import (
     WeightFile,
     default_weights_dir,
     load_manifest,
     manifest_for,
+    model_terms,
     select_models,
     verify,
 )
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def device_named(name: str | torch.device | None) -> torch.device:
+    """The torch device `name` (None: CUDA where there is one, else the CPU); SettingsError for a name
+    torch does not know."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except (RuntimeError, TypeError) as error:
+        raise SettingsError(f"unknown device {quoted(name)}; use cpu or cuda") from error
 
 
 class Separator:
@@ -45,9 +53,13 @@ class Separator:
 
     def __init__(self, weights_dir: Path | None = None, device: str | torch.device | None = None):
         self.weights_dir = Path(weights_dir) if weights_dir else default_weights_dir()
-        self.device = torch.device(device) if device else default_device()
+        self.device = device_named(device)
         self.plan = StemPlan.for_weights(self.weights_dir)
-        self._models: dict[str, SeparationModel] = {}
+        self.terms = model_terms(manifest_for(self.weights_dir))  # {model: terms label}
+        unlabelled = [model for model in self.plan.models if model not in self.terms]
+        if unlabelled:
+            raise WeightsError(f"the weights manifest gives no terms for {', '.join(unlabelled)}")
+        self._models: dict[str, LoadedModel] = {}
         files = self.weight_files()
         problems = verify(self.weights_dir, files, full_hash=False)
         if problems:
@@ -64,7 +76,7 @@ class Separator:
         """The manifest's files of every model in the plan; WeightsError for a model it does not list."""
         return select_models(load_manifest(manifest_for(self.weights_dir)), list(self.plan.models))
 
-    def model(self, name: str) -> SeparationModel:
+    def model(self, name: str) -> LoadedModel:
         """The loaded model `name`, loading it on first use."""
         if name not in self._models:
             self._models[name] = self.plan.models[name].build(self.weights_dir, self.device)
@@ -78,7 +90,7 @@ class Separator:
         self,
         audio_path: Path,
         out_dir: Path,
-        settings: SeparationSettings,
+        request: Request,
         reporter: Reporter | None = None,
     ) -> Iterator[WrittenStem]:
         """Separate `audio_path` into `<stem>.<ext>` files in `out_dir`, yielding each stem once its file is
@@ -88,20 +100,21 @@ class Separator:
         Stems already yielded stay when a later step fails (or the run is cancelled); the others are removed.
         """
         reporter = reporter or Reporter()
-        work = self.plan.resolve(settings)
+        work = self.plan.resolve(request)
         models = {name: self.model(name) for name in work.uses}  # a lazy model that cannot load fails first
         with timed(reporter, "decode"):
-            mix_array = decode_audio(audio_path, max_duration_seconds=settings.max_duration_seconds)
+            mix_array = decode_audio(audio_path, max_duration_seconds=request.max_duration_seconds)
             mix = torch.from_numpy(mix_array)  # [2, samples], sharing mix_array's memory
         reporter.decoded(mix.shape[-1] / SAMPLE_RATE)
-        check_spool_space(len(work.order), mix.shape[-1], settings.output)
+        check_spool_space(len(work.order), mix.shape[-1], request.output)
         last_model = list(work.uses)[-1]
-        with StemWriter(out_dir, settings.output, mix_array, work.complements) as writer:
+        origins = {stem: Origin(model, self.terms[model]) for stem, model in work.model_of.items()}
+        with StemWriter(out_dir, request.output, mix_array, work.complements, origins) as writer:
             for model_name, stems in work.uses.items():
                 # closing(): a model stopped midway (a failed write, a cancel) releases what it holds at once
                 with (
                     timed(reporter, model_name),
-                    closing(models[model_name].separate(mix, stems, settings)) as run,
+                    closing(models[model_name].separate(mix, stems, request.run_options)) as run,
                 ):
                     for event in run:
                         if isinstance(event, Progress):

@@ -1,10 +1,12 @@
 """The stem plan (`configs/stems.yaml`): which model gives which stem in every `stems` mode.
 
-It is parsed into typed specs and checked as a whole when it is loaded, so a plan that names an unknown
-model type, a mode that uses a model the plan does not define, a stem a BS-RoFormer's config does not
-have, or a stem with no place in `output_order` fails at load with a message that says which. A new
-checkpoint of a supported architecture is a new model entry (and its config and manifest lines), never a
-code change. `resolve` turns a request (a mode and extra stems) into the work to do.
+It is parsed into typed specs and checked as a whole when it is loaded, whatever is asked of it later: an
+unknown key or model type, a bad value of a model's entry (its spec's `parse_entry`), a mode that uses a
+model the plan does not define, asks a model for a stem it does not give, takes one stem from two models
+(or a model's stem and a complement of the same name), returns a complement without its source, or gives a
+stem with no place in `output_order` — each fails at load with one line naming the mode and the model. A
+new checkpoint of a supported architecture is a new model entry (and its config and manifest lines), never
+a code change. `resolve` turns a request (a mode and extra stems) into the work to do.
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ from pathlib import Path
 
 import yaml
 
-from .errors import SettingsError
+from .errors import SettingsError, quoted
 from .models.base import ModelSpec
 from .models.registry import MODEL_TYPES
-from .request import SeparationSettings
+from .request import Request, check_value, declared_inputs
 from .weights.manifest import CONFIG_DIR, own_or_project
 
 PLAN_FILE_NAME = "stems.yaml"
+PLAN_KEYS = frozenset({"models", "complements", "modes", "output_order", "extra_stems_from"})
+MODE_KEYS = frozenset({"models", "complements"})
 
 
 @dataclass(frozen=True)
@@ -33,11 +37,13 @@ class Mode:
 
 @dataclass(frozen=True)
 class Work:
-    """What one request runs: {model: stems to compute}, {complement: source stem}, and the files' order."""
+    """What one request runs: {model: stems to compute}, {complement: source stem}, the files' order, and
+    which model each stem comes from (a complement: its source's model)."""
 
     uses: dict[str, tuple[str, ...]]
     complements: dict[str, str]
     order: list[str]
+    model_of: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -55,19 +61,19 @@ class StemPlan:
     @classmethod
     def load(cls, path: Path) -> StemPlan:
         """Parse and check a plan file; SettingsError naming the first problem."""
+        where = f"stem plan {path}"
         with open(path) as f:
             document = yaml.safe_load(f)
         try:
+            _no_unknown_keys(document, PLAN_KEYS, where)
             models = {
                 name: _model_spec(name, entry, path.parent) for name, entry in document["models"].items()
             }
-            modes = {
-                name: Mode(
-                    {model: tuple(stems) for model, stems in mode["models"].items()},
-                    tuple(mode.get("complements", ())),
-                )
-                for name, mode in document["modes"].items()
-            }
+            modes = {}
+            for name, mode in document["modes"].items():
+                _no_unknown_keys(mode, MODE_KEYS, f"{where}: mode {name!r}")
+                models_of_mode = {model: tuple(stems) for model, stems in mode["models"].items()}
+                modes[name] = Mode(models_of_mode, tuple(mode.get("complements", ())))
             plan = cls(
                 models,
                 dict(document.get("complements", {})),
@@ -76,8 +82,8 @@ class StemPlan:
                 document.get("extra_stems_from"),
             )
         except (KeyError, TypeError, AttributeError) as error:
-            raise SettingsError(f"stem plan {path} is malformed: {error!r}") from error
-        plan.check(path)
+            raise SettingsError(f"{where} is malformed: {error!r}") from error
+        plan.check(where)
         return plan
 
     @classmethod
@@ -85,43 +91,51 @@ class StemPlan:
         """The weights folder's own stems.yaml if it has one, else the project's."""
         return cls.load(own_or_project(weights_dir, CONFIG_DIR / PLAN_FILE_NAME))
 
-    def check(self, source: Path) -> None:
-        """SettingsError unless every mode uses defined models for stems they have, every stem has a place
-        in output_order, and every complement's source is computed in the modes that return it."""
-        where = f"stem plan {source}"
-        extras = self.models.get(self.extra_stems_from)
-        if self.extra_stems_from is not None and (extras is None or extras.stem_names() is None):
-            raise SettingsError(f"{where}: extra_stems_from must name a model whose stems the plan knows")
+    def check(self, where: str) -> None:
+        """SettingsError unless every mode can run as the pipeline runs it (see the module's docstring)."""
+        if self.extra_stems_from is not None and self.extra_stems_from not in self.models:
+            raise SettingsError(f"{where}: extra_stems_from names undefined model {self.extra_stems_from!r}")
         for complement, source_stem in self.complements.items():
             if complement not in self.output_order:
                 raise SettingsError(
                     f"{where}: complement {complement} = mix - {source_stem} is not in output_order"
                 )
         for name, mode in self.modes.items():
-            stems = [stem for model_stems in mode.models.values() for stem in model_stems]
-            for model, model_stems in mode.models.items():
+            given: dict[str, str] = {}  # stem -> the model that gives it in this mode
+            for model, stems in mode.models.items():
                 spec = self.models.get(model)
                 if spec is None:
                     raise SettingsError(f"{where}: mode {name!r} uses undefined model {model!r}")
-                known = spec.stem_names()
-                missing = [stem for stem in model_stems if known is not None and stem not in known]
+                missing = [stem for stem in stems if stem not in spec.stem_names()]
                 if missing:
                     raise SettingsError(f"{where}: mode {name!r}: {model} has no stem {', '.join(missing)}")
-            unplaced = [stem for stem in stems if stem not in self.output_order]
+                for stem in stems:
+                    if stem in given:
+                        raise SettingsError(
+                            f"{where}: mode {name!r} takes {stem} from both {given[stem]} and {model}; each "
+                            "stem comes from one model"
+                        )
+                    given[stem] = model
+            unplaced = [stem for stem in given if stem not in self.output_order]
             if unplaced:
                 raise SettingsError(
                     f"{where}: mode {name!r} gives {', '.join(unplaced)}, not in output_order"
                 )
             for complement in mode.complements:
-                if self.complements.get(complement) not in stems:
+                if self.complements.get(complement) not in given:
                     raise SettingsError(
                         f"{where}: mode {name!r} returns complement {complement!r} but not its source"
+                    )
+                if complement in given:
+                    raise SettingsError(
+                        f"{where}: mode {name!r} takes {complement} from {given[complement]} and as the "
+                        f"complement mix - {self.complements[complement]}"
                     )
 
     def mode(self, mode: str) -> Mode:
         """The mode named `mode`; SettingsError naming the modes for an unknown one."""
         if mode not in self.modes:
-            raise SettingsError(f"unknown stems mode {mode!r}; choose one of {', '.join(self.modes)}")
+            raise SettingsError(f"unknown stems mode {quoted(mode)}; choose one of {', '.join(self.modes)}")
         return self.modes[mode]
 
     def stems_of(self, mode: str) -> list[str]:
@@ -138,19 +152,23 @@ class StemPlan:
             return ()
         return self.models[self.extra_stems_from].stem_names()
 
-    def resolve(self, settings: SeparationSettings) -> Work:
+    def resolve(self, request: Request) -> Work:
         """The work of a request: the mode's models and stems, then each extra stem (from the extras model,
-        run once with the mode's stems where the mode uses it too). SettingsError for an unknown, repeated
-        or already returned extra stem, listing the valid names, and for what a model cannot run (its
-        spec's `check_request`): all before any model loads."""
-        mode, extra_stems = settings.stems, settings.extra_stems
+        run once with the mode's stems where the mode uses it too). SettingsError for a mode the plan does
+        not have, an extra stems text longer than any valid one, an unknown, repeated or already returned
+        extra stem (listing the valid names), and for what a model cannot run (its spec's
+        `check_request`): all before any model loads."""
+        for spec in declared_inputs(self):
+            if spec.name in ("stems", "extra_stems"):
+                check_value(spec, getattr(request, spec.name))
+        mode, extra_stems = request.stems, request.extra_stem_names
         chosen = self.mode(mode)
         order = self.stems_of(mode)
         valid = self.extra_stem_names
         for index, stem in enumerate(extra_stems):
             problem = None
             if stem not in valid:
-                problem = f"unknown name {stem!r}"
+                problem = f"unknown name {quoted(stem)}"
             elif stem in extra_stems[:index]:
                 problem = f"{stem!r} is given twice"
             elif stem in order:
@@ -162,12 +180,21 @@ class StemPlan:
         if extra_stems:
             uses[self.extra_stems_from] = uses.get(self.extra_stems_from, ()) + tuple(extra_stems)
         for model, stems in uses.items():
-            self.models[model].check_request(stems, settings)
+            self.models[model].check_request(stems, request.run_options)
+        model_of = {stem: model for model, stems in uses.items() for stem in stems}
         complements = {complement: self.complements[complement] for complement in chosen.complements}
-        return Work(uses, complements, order + list(extra_stems))
+        model_of.update({complement: model_of[source] for complement, source in complements.items()})
+        return Work(uses, complements, order + list(extra_stems), model_of)
 
     def models_loaded_at(self, when: str) -> list[str]:
         return [name for name, spec in self.models.items() if spec.load == when]
+
+
+def _no_unknown_keys(mapping: dict, known: frozenset[str], where: str) -> None:
+    """SettingsError naming the keys of `mapping` that are not `known`."""
+    unknown = sorted(set(mapping) - known)
+    if unknown:
+        raise SettingsError(f"{where} has unknown keys {unknown}; it takes {sorted(known)}")
 
 
 def _model_spec(name: str, entry: dict, plan_dir: Path) -> ModelSpec:

@@ -44,12 +44,13 @@ class Reporter:
 
 def describe(stem: WrittenStem) -> str:
     """One line on a stem: its file, peak, loudness, how much of the track it is audible, presence."""
-    report = stem.report
-    peak = "silent" if report.peak_dbfs is None else f"peak {report.peak_dbfs:+.1f} dBFS"
-    loudness = "" if report.loudness_lufs is None else f", {report.loudness_lufs:.1f} LUFS"
-    presence = "present" if report.present else "not present"
-    audible = f"audible {100 * report.active_fraction:.0f} % of the track"
-    return f"{stem.path.name}: {peak}{loudness}, {audible}, {presence}"
+    figures = stem.figures
+    peak = "silent" if figures.peak_dbfs is None else f"peak {figures.peak_dbfs:+.1f} dBFS"
+    loudness = "" if figures.loudness_lufs is None else f", {figures.loudness_lufs:.1f} LUFS"
+    presence = "present" if figures.present else "not present"
+    audible = f"audible {100 * figures.active_fraction:.0f} % of the track"
+    origin = f"{stem.origin.model}, terms: {stem.origin.terms}"
+    return f"{stem.path.name}: {peak}{loudness}, {audible}, {presence} ({origin})"
 
 
 class LogReporter(Reporter):
@@ -93,10 +94,10 @@ class LogReporter(Reporter):
             self.record_metric(f"stage_seconds.{stage}", round(seconds, 3), mode="incr")
 
     def stem_written(self, stem: WrittenStem) -> None:
-        """Log the stem's line; the `stems` metric maps every stem so far to its figures (a metric key's
-        segments may not hold '-', which stem names may: so one key, a dict of stems)."""
+        """Log the stem's line; the `stems` metric maps every stem so far to what the stems report says of
+        it (a metric key's segments may not hold '-', which stem names may: so one key, a dict of stems)."""
         self.log(describe(stem))
-        self._stem_reports[stem.name] = stem.report.as_dict()
+        self._stem_reports[stem.name] = stem.as_dict()
         if self.record_metric is not None:
             self.record_metric("stems", dict(self._stem_reports))
 

@@ -1,145 +1,223 @@
-"""What a request may choose: every choice, default and range, declared once.
+"""A request: every input a user can set, declared once, and the one check of a request's values.
 
-`predict.py` (the Cog inputs), the command line and the OpenAPI generator read them from here. Making a
-`SeparationSettings` checks every one of them, so the service, the command line and the Python API refuse a
-bad value the same way, before any model runs: one SettingsError line naming the value and what is allowed.
+Each field of `Request` is an input, under the same name everywhere: the Cog model's `run()` arguments
+(predict.py, checked against this declaration by tests/test_request.py), the command line's options
+(`--chunk-size`), `.cog/openapi_schema.json` and the TypeScript client's input type (checked against the
+schema by its tests). A field's declaration holds its default, description, choices or range and, for
+text, its longest valid length. Two facts come from the stem plan: the modes a `stems` value may name and
+the Mega-53 names `extra_stems` may list (`declared_inputs(plan)` fills them in).
+
+Making a `Request` checks every value against its declaration, so the Cog model, the command line and the
+Python API refuse a bad value the same way, before any model loads: one SettingsError line that names the
+input and what is allowed and quotes at most QUOTED_CHARACTERS of what was sent. What needs the plan (the
+mode, the extra stems' names, the memory of one forward pass) is checked when the plan resolves the
+request, still before any model loads.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import typing
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from .audio.encoders import MP3_BITRATES, OUTPUT_FORMATS, OUTPUT_SAMPLE_RATES, WAV_BIT_DEPTHS, OutputSettings
 from .audio.samplerate import SAMPLE_RATE
-from .errors import SettingsError
+from .errors import SettingsError, quoted
+from .models.base import RunOptions
+from .models.chunking import PRECISIONS, check_chunking
 
-OUTPUT_FORMATS = ("wav", "mp3", "flac")
-WAV_BIT_DEPTHS = ("16", "24", "32-float")  # strings (they are Cog choices)
-MP3_BITRATES = (128, 192, 256, 320)  # kbit/s
-OUTPUT_SAMPLE_RATES = (44100, 48000)  # Hz
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")  # auto: fp16 autocast on CUDA, fp32 on the CPU
-# Ranges a request may set, (lowest, highest), both allowed.
-CHUNK_SECONDS_RANGE = (4.0, 30.0)  # the vocals model's chunk length
-OVERLAP_SECONDS_RANGE = (1.0, 8.0)  # overlap of neighbouring vocals chunks; also below the chunk
-BATCH_SIZE_RANGE = (1, 16)  # chunks or segments per forward pass
-MAX_DURATION_SECONDS_RANGE = (1.0, 7200.0)  # the longest audio a request accepts (2 hours)
-DEFAULT_MAX_DURATION_SECONDS = 1800.0  # Replicate stops a prediction after 30 minutes anyway
-# What one forward pass of a model may allocate (chunk x batch x the model's geometry, estimated in fp32):
-# a T4's 16 GB less the loaded models, and what a 16 GB laptop can give the command line.
-MAX_FORWARD_BYTES = 12 * 2**30
+if TYPE_CHECKING:
+    from .plan import StemPlan
+
+FROM_PLAN = "from the stem plan"  # choices filled in by `declared_inputs`
+REQUIRED = dataclasses.MISSING  # an input without a default
 
 
 @dataclass(frozen=True)
-class OutputSettings:
-    """How stems are written. FLAC has no float samples, so wav_bit_depth "32-float" gives 24-bit FLAC."""
+class InputSpec:
+    """One input as every entry point declares it.
 
-    format: str = "wav"
-    sample_rate: int = 44100  # Hz
-    wav_bit_depth: str = "24"
-    mp3_bitrate: int = 320  # kbit/s, constant bit rate
+    bounds: (lowest, highest), both allowed; unit: what the bounds count (" s"); max_length: the longest
+    text accepted; cog: False for the command line's own inputs (not in the Cog model's signature).
+    """
 
-    def __post_init__(self):
-        allowed = {
-            "format": OUTPUT_FORMATS,
-            "sample_rate": OUTPUT_SAMPLE_RATES,
-            "wav_bit_depth": WAV_BIT_DEPTHS,
-            "mp3_bitrate": MP3_BITRATES,
-        }
-        for field_name, choices in allowed.items():
-            value = getattr(self, field_name)
-            if type(value) is not type(choices[0]) or value not in choices:
-                raise SettingsError(
-                    f"Output setting {field_name}={value!r} is not supported; choose one of: "
-                    + ", ".join(str(choice) for choice in choices)
-                )
+    name: str
+    type: type
+    default: Any
+    description: str
+    choices: tuple = ()
+    bounds: tuple[float, float] | None = None
+    unit: str = ""
+    max_length: int | None = None
+    cog: bool = True
+
+
+def _input(
+    default: Any,
+    description: str,
+    *,
+    choices: tuple | str = (),
+    bounds: tuple[float, float] | None = None,
+    unit: str = "",
+    cog: bool = True,
+) -> Any:
+    """A Request field declared as an input (its InputSpec's facts in the field's metadata)."""
+    facts = {"description": description, "choices": choices, "bounds": bounds, "unit": unit, "cog": cog}
+    return field(default=default, metadata={"input": facts})
+
+
+AUDIO = InputSpec(
+    name="audio",
+    type=Path,
+    default=REQUIRED,
+    description="Song to separate: any common audio or video file, or a URL to one. The weights are their "
+    "authors', on their terms (Demucs: research only): README, 'Weights and their terms'.",
+)
 
 
 @dataclass(frozen=True)
-class SeparationSettings:
-    """A request's separation choices. The chunk and overlap apply to the vocals model (the plan's
-    `chunking: request` model); seconds are converted to samples at the models' rate."""
+class Request:
+    """A request's choices; every field is an input of the same name (`stems` is the mode's name)."""
 
-    stems: str = "vocals_instrumental"
-    extra_stems: tuple[str, ...] = ()  # names from the plan's extras model, returned after the mode's stems
-    chunk_seconds: float = 8.0  # the viperx training chunk
-    overlap_seconds: float = 4.0
-    batch_size: int | None = None  # chunks or segments per forward pass; None: each model's own default
-    precision: str = "auto"
-    max_duration_seconds: float = DEFAULT_MAX_DURATION_SECONDS
-    output: OutputSettings = field(default_factory=OutputSettings)
+    stems: str = _input(
+        "vocals_instrumental",
+        "Which stems to return (each as <stem>.<ext>, identified by file name).",
+        choices=FROM_PLAN,
+    )
+    extra_stems: str = _input(
+        "",
+        "Comma-separated instruments (MVSep Mega-53) to add after the mode's stems, e.g. piano,kick.",
+        choices=FROM_PLAN,
+    )
+    output_format: str = _input("wav", "Output file format.", choices=OUTPUT_FORMATS)
+    chunk_size: float = _input(
+        8.0, "BS-RoFormer vocals chunk length in seconds (trained on 8).", bounds=(4.0, 30.0), unit=" s"
+    )
+    overlap: float = _input(
+        4.0, "Overlap between vocals chunks in seconds; below chunk_size.", bounds=(1.0, 8.0), unit=" s"
+    )
+    sample_rate: int = _input(44100, "Output sample rate in Hz.", choices=OUTPUT_SAMPLE_RATES)
+    wav_bit_depth: str = _input("24", "WAV sample format (FLAC: 16 or 24 bit).", choices=WAV_BIT_DEPTHS)
+    mp3_bitrate: int = _input(320, "MP3 bitrate in kb/s.", choices=MP3_BITRATES)
+    batch_size: int | None = _input(
+        None,
+        "Chunks or segments per forward pass (default: each model's own).",
+        bounds=(1, 16),
+        cog=False,
+    )
+    precision: str = _input(
+        "auto", "Arithmetic: auto is fp16 autocast on CUDA, fp32 on the CPU.", choices=PRECISIONS, cog=False
+    )
+    max_minutes: float = _input(
+        30.0, "Longest audio accepted, in minutes (Replicate stops a prediction after 30).",
+        bounds=(0.1, 120.0), unit=" min", cog=False,
+    )  # fmt: skip
 
     def __post_init__(self):
-        """Check every value against its declared range or choices (the output's in OutputSettings).
-
-        What needs the stem plan (the mode, the extra stems' names, and the memory of one forward pass:
-        chunk x batch x model) is checked where the plan resolves the request, still before any model runs.
-        """
-        if not isinstance(self.stems, str):
-            raise SettingsError(f"stems must be the name of a mode, got {self.stems!r}")
-        if not all(isinstance(name, str) and name and name == name.strip() for name in self.extra_stems):
-            raise SettingsError(f"extra_stems must be instrument names, got {list(self.extra_stems)!r}")
-        check_range("chunk_size", self.chunk_seconds, CHUNK_SECONDS_RANGE, " s")
-        check_range("overlap", self.overlap_seconds, OVERLAP_SECONDS_RANGE, " s")
-        if self.overlap_seconds >= self.chunk_seconds:
-            raise SettingsError(
-                f"overlap ({self.overlap_seconds} s) must be below chunk_size ({self.chunk_seconds} s)"
-            )
-        check_chunking(self.chunk_samples, self.overlap_samples)
-        if self.batch_size is not None:
-            check_range("batch_size", self.batch_size, BATCH_SIZE_RANGE, "", integer=True)
-        check_range("max duration", self.max_duration_seconds, MAX_DURATION_SECONDS_RANGE, " s")
-        if self.precision not in PRECISIONS:
-            raise SettingsError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if not isinstance(self.output, OutputSettings):
-            raise SettingsError(f"output must be an OutputSettings, got {self.output!r}")
+        """Check every value against its declaration, then the overlap against the chunk."""
+        for spec in declared_inputs():
+            if spec.name != "audio":
+                check_value(spec, getattr(self, spec.name))
+        check_chunking(self.run_options.chunk_samples, self.run_options.overlap_samples)
+        _stem_names(self.extra_stems)
 
     @property
-    def chunk_samples(self) -> int:
-        return round(self.chunk_seconds * SAMPLE_RATE)
+    def extra_stem_names(self) -> tuple[str, ...]:
+        """The extra stems' names, in the order given."""
+        return _stem_names(self.extra_stems)
 
     @property
-    def overlap_samples(self) -> int:
-        return round(self.overlap_seconds * SAMPLE_RATE)
+    def output(self) -> OutputSettings:
+        """How the stems are written."""
+        return OutputSettings(self.output_format, self.sample_rate, self.wav_bit_depth, self.mp3_bitrate)
+
+    @property
+    def run_options(self) -> RunOptions:
+        """What the models run at: seconds as samples at the models' rate."""
+        return RunOptions(
+            chunk_samples=round(self.chunk_size * SAMPLE_RATE),
+            overlap_samples=round(self.overlap * SAMPLE_RATE),
+            batch_size=self.batch_size,
+            precision=self.precision,
+        )
+
+    @property
+    def max_duration_seconds(self) -> float:
+        return self.max_minutes * 60
 
 
-def check_range(
-    name: str, value: object, bounds: tuple[float, float], unit: str, *, integer: bool = False
-) -> None:
-    """SettingsError unless `value` is a number (an integer with `integer`) within `bounds`, both ends
-    allowed; the message names the value and the range, e.g. "chunk_size must be a number from 4 to 30 s,
-    got 1000.0"."""
-    low, high = bounds
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
-        kind = "an integer" if integer else "a number"
-        raise SettingsError(f"{name} must be {kind} from {low:g} to {high:g}{unit}, got {value!r}")
-
-
-def parse_stem_list(text: str) -> tuple[str, ...]:
-    """'piano, kick,snare' -> ('piano', 'kick', 'snare'): comma-separated names with spaces around them
-    ignored; "" (or only spaces) is no names. A blank item (" , ", "piano,,kick", "piano,") is a
-    SettingsError; the plan checks the names."""
+def _stem_names(text: str) -> tuple[str, ...]:
+    """'piano, kick,snare' -> ('piano', 'kick', 'snare'); "" (or only spaces) is none. A blank item
+    (" , ", "piano,,kick", "piano,") is a SettingsError; the plan checks the names."""
     if not text.strip():
         return ()
     names = tuple(name.strip() for name in text.split(","))
     if not all(names):
         raise SettingsError(
-            f"extra_stems {text!r} has an empty item; give names separated by single commas, e.g. piano,kick"
+            f"extra_stems {quoted(text)} has an empty item; give names separated by single commas, e.g. "
+            "piano,kick"
         )
     return names
 
 
-def check_chunking(chunk_samples: int, overlap_samples: int) -> None:
-    """Raise SettingsError unless 0 <= overlap < chunk."""
-    if chunk_samples <= 0:
-        raise SettingsError(f"chunk size must be positive, got {chunk_samples} samples")
-    if not 0 <= overlap_samples < chunk_samples:
-        raise SettingsError(
-            f"overlap ({overlap_samples} samples) must be at least 0 and below the chunk size "
-            f"({chunk_samples} samples)"
+def declared_inputs(plan: StemPlan | None = None) -> tuple[InputSpec, ...]:
+    """The audio, then every Request field, as InputSpecs in declaration order. With a plan, the choices
+    it decides are filled in: its modes for `stems`, and for `extra_stems` its extras model's names (in the
+    description) and the longest valid text (all of them, ", "-separated)."""
+    specs = [AUDIO]
+    hints = typing.get_type_hints(Request)
+    for request_field in dataclasses.fields(Request):
+        facts = dict(request_field.metadata["input"])
+        kind = hints[request_field.name]  # `int | None`: int
+        kind = next((arg for arg in typing.get_args(kind) if arg is not type(None)), kind)
+        spec = InputSpec(request_field.name, kind, request_field.default, **facts)
+        if spec.choices == FROM_PLAN:
+            spec = _planned(spec, plan)
+        specs.append(spec)
+    return tuple(specs)
+
+
+def _planned(spec: InputSpec, plan: StemPlan | None) -> InputSpec:
+    """`stems` and `extra_stems` with what the plan decides (without a plan: checked when it resolves)."""
+    if plan is None:
+        return dataclasses.replace(spec, choices=())
+    if spec.name == "stems":
+        modes = "; ".join(
+            f"{mode}: {', '.join(plan.stems_of(mode))} ({' + '.join(plan.modes[mode].models)})"
+            for mode in plan.modes
         )
+        description = f"{spec.description} {modes}."
+        return dataclasses.replace(spec, choices=tuple(plan.modes), description=description)
+    names = plan.extra_stem_names
+    description = f"{spec.description} Any of: {', '.join(names)}." if names else spec.description
+    return dataclasses.replace(spec, choices=(), description=description, max_length=len(", ".join(names)))
 
 
-def check_batch_size(batch_size: int) -> None:
-    """Raise SettingsError unless batch_size is an integer >= 1 (chunks or segments per forward pass)."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise SettingsError(f"batch size must be an integer >= 1, got {batch_size!r}")
+def check_value(spec: InputSpec, value: object) -> None:
+    """SettingsError unless `value` has the input's type and lies within its choices, range and length."""
+    if value is None and spec.default is None:
+        return
+    if spec.type is float:
+        right_type = isinstance(value, int | float) and not isinstance(value, bool)
+    else:
+        right_type = type(value) is spec.type
+    if spec.choices and (not right_type or value not in spec.choices):
+        shown = ", ".join(str(choice) for choice in spec.choices)
+        raise SettingsError(f"{spec.name} must be one of {shown}; got {quoted(value)}")
+    if spec.bounds is not None:
+        low, high = spec.bounds
+        if not right_type or not low <= value <= high or (spec.type is float and math.isnan(value)):
+            kind = "an integer" if spec.type is int else "a number"
+            raise SettingsError(
+                f"{spec.name} must be {kind} from {low:g} to {high:g}{spec.unit}, got {quoted(value)}"
+            )
+    if not right_type:
+        raise SettingsError(f"{spec.name} must be {spec.type.__name__}, got {quoted(value)}")
+    if spec.max_length is not None and len(value) > spec.max_length:
+        raise SettingsError(
+            f"{spec.name} is {len(value)} characters long; the longest valid value has {spec.max_length}: "
+            f"{quoted(value)}"
+        )

@@ -1,4 +1,4 @@
-"""The Cog-facing service: one Separator per server, one output folder per prediction."""
+"""The Cog model's service: one Separator per server, one output folder per prediction."""
 
 from __future__ import annotations
 
@@ -14,21 +14,24 @@ from pathlib import Path
 from .audio.upload import check_upload
 from .pipeline import Separator
 from .progress import LogReporter, MetricRecorder
-from .request import OutputSettings, SeparationSettings, parse_stem_list
+from .request import Request
+from .stem_writer import write_report
 
 
-class SeparationService:
-    """Loads the models at server start and answers predictions.
+class PredictionService:
+    """Loads the models at server start and answers the Cog model's predictions.
 
     Each prediction writes into a fresh temporary folder; the previous prediction's folder is
     removed when the next one starts (the runtime has uploaded its files by then), so the disk
     holds at most one prediction's stems. Stems are handed to the runtime as they are complete, so it
-    uploads the vocals while Demucs still runs. A prediction that fails or is cancelled keeps only the
-    stems it had handed over (none: its folder goes at once).
+    uploads the vocals while Demucs still runs; the last file is the stems report, `stems.json` (each
+    stem's figures, model and terms: the `stems` metric's content, for clients that do not get the
+    metrics). A prediction that fails or is cancelled keeps only the stems it had handed over (none: its
+    folder goes at once).
 
-    The settings are checked first, before anything else is done. The audio must be a file the runtime
-    downloaded for this prediction (`separation.upload`): a plain path would make the server read its own
-    disk, so it is refused. Messages name the upload as its sender named it.
+    The request was checked when it was made. The audio must be a file the runtime downloaded for this
+    prediction (`separation.audio.upload`): a plain path would make the server read its own disk, so it
+    is refused. Messages name the upload as its sender named it.
     """
 
     def __init__(self, weights_dir: Path | None = None, device: str | None = None):
@@ -39,39 +42,20 @@ class SeparationService:
         print(f"models ready on {self.separator.device}: {loaded}", flush=True)
 
     def predict(
-        self,
-        audio: Path,
-        *,
-        stems: str,
-        extra_stems: str,
-        output_format: str,
-        chunk_size: float,
-        overlap: float,
-        sample_rate: int,
-        wav_bit_depth: str,
-        mp3_bitrate: int,
-        record_metric: MetricRecorder | None = None,
+        self, audio: Path, request: Request, record_metric: MetricRecorder | None = None
     ) -> Iterator[Path]:
-        """Separate one upload, yielding each stem file, named `<stem>.<ext>`, as soon as it is complete."""
-        settings = SeparationSettings(
-            stems=stems,
-            extra_stems=parse_stem_list(extra_stems),
-            chunk_seconds=chunk_size,
-            overlap_seconds=overlap,
-            output=OutputSettings(
-                format=output_format,
-                sample_rate=sample_rate,
-                wav_bit_depth=wav_bit_depth,
-                mp3_bitrate=mp3_bitrate,
-            ),
-        )
+        """Separate one upload, yielding each stem file, named `<stem>.<ext>`, as soon as it is complete,
+        then `stems.json`."""
         upload = check_upload(Path(audio))
         self._remove_last_outputs()
         out_dir = self._last_out_dir = Path(tempfile.mkdtemp(prefix="stems-"))
         reporter = LogReporter(record_metric)
         try:
-            for stem in self.separator.stems_as_written(upload, out_dir, settings, reporter):
+            stems = []
+            for stem in self.separator.stems_as_written(upload, out_dir, request, reporter):
+                stems.append(stem)
                 yield stem.path
+            yield write_report(stems, out_dir)
         except BaseException:  # failed or cancelled: the writer has removed every stem not handed over
             if not any(out_dir.iterdir()):
                 self._remove_last_outputs()

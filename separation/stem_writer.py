@@ -8,9 +8,10 @@ on its own whether a stem must be rescaled to avoid clipping.
 Complements (the plan's `complements`, e.g. instrumental = mix - vocals) are derived here and nowhere
 else: each span of a complement's source gives the same span of the complement.
 
-Every stem is measured on the way (`StemReport`: peak, loudness, how much of the track it is audible,
+Every stem is measured on the way (`StemFigures`: peak, loudness, how much of the track it is audible,
 whether it is present) from the samples that go to its encoder, against the loudness of the mix, which is
-measured on a thread of its own while the first model runs.
+measured on a thread of its own while the first model runs; with the model that made it and the terms of
+that model's weights (`Origin`), that is what the stems report (`write_report`, `stems.json`) says of it.
 
 Each stem has its own writer thread, which runs that stem's work in the order it was queued; the model's
 thread only queues, and waits when a stem already has MAX_QUEUED_SPANS spans waiting, so a slow encoder
@@ -22,6 +23,7 @@ block on an exception stops every thread, kills every encoder and removes every 
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,31 +33,65 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .audio.encoders import OutputSettings
 from .audio.samplerate import SAMPLE_RATE
-from .audio.stem_figures import StemMeter, StemReport, measure_mix
+from .audio.stem_figures import StemFigures, StemMeter, measure_mix
 from .audio.stem_file import StemStream
 from .models.base import StemSpan
-from .request import OutputSettings
 
 MAX_QUEUED_SPANS = 4  # per stem: spans waiting for its writer thread before the model waits
+REPORT_FILE_NAME = "stems.json"  # the stems report, beside the stems
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a stem comes from: the plan's model that made it (for a complement, the model of the stem it
+    complements) and the terms label of that model's weights (the weights manifest's)."""
+
+    model: str
+    terms: str
 
 
 @dataclass(frozen=True)
 class WrittenStem:
-    """A finished stem file and its figures."""
+    """A finished stem file, its figures and its origin."""
 
     name: str
     path: Path
-    report: StemReport
+    figures: StemFigures
+    origin: Origin
+
+    def as_dict(self) -> dict[str, object]:
+        """What the stems report says of the stem: file, model, terms, peak_dbfs, loudness_lufs,
+        active_fraction, present (JSON-safe values)."""
+        return {
+            "file": self.path.name,
+            "model": self.origin.model,
+            "terms": self.origin.terms,
+            **self.figures.as_dict(),
+        }
+
+
+def write_report(stems: Iterable[WrittenStem], out_dir: Path) -> Path:
+    """`out_dir/stems.json`: {stem: its `as_dict()`}, in the order given."""
+    path = Path(out_dir) / REPORT_FILE_NAME
+    path.write_text(json.dumps({stem.name: stem.as_dict() for stem in stems}, indent=2) + "\n")
+    return path
 
 
 class _StemFile:
     """One stem's file and its writer thread. Work queued after a failed write is skipped."""
 
     def __init__(
-        self, name: str, out_dir: Path, output: OutputSettings, frames: int, mix_lufs: Future[float]
+        self,
+        name: str,
+        origin: Origin,
+        out_dir: Path,
+        output: OutputSettings,
+        frames: int,
+        mix_lufs: Future[float],
     ):
-        self.name, self.mix_lufs = name, mix_lufs
+        self.name, self.origin, self.mix_lufs = name, origin, mix_lufs
         self.meter = StemMeter(output.sample_rate)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"write-{name}")
         self._stream = StemStream(name, out_dir, output, frames, self.meter)
@@ -94,7 +130,7 @@ class _StemFile:
 
     def _complete(self) -> WrittenStem:
         path = self._stream.close()
-        return WrittenStem(self.name, path, self.meter.report(self.mix_lufs.result()))
+        return WrittenStem(self.name, path, self.meter.figures(self.mix_lufs.result()), self.origin)
 
     def abort(self, remove_file: bool) -> None:
         """Drop queued work, wait for the running task, stop the encoder and remove the partial file, and
@@ -110,13 +146,18 @@ class StemWriter:
     """Writes one request's stems into `out_dir`.
 
     mix: the decoded track, float32 [2, samples] at SAMPLE_RATE (complements are derived from it);
-    complements: {complement: source stem}.
+    complements: {complement: source stem}; origins: {stem: its Origin}, for every stem it will write.
     """
 
     def __init__(
-        self, out_dir: Path, output: OutputSettings, mix: np.ndarray, complements: Mapping[str, str]
+        self,
+        out_dir: Path,
+        output: OutputSettings,
+        mix: np.ndarray,
+        complements: Mapping[str, str],
+        origins: Mapping[str, Origin],
     ):
-        self.out_dir, self.output, self.mix = Path(out_dir), output, mix
+        self.out_dir, self.output, self.mix, self.origins = Path(out_dir), output, mix, origins
         self._complement_of = {source: complement for complement, source in complements.items()}
         self._files: dict[str, _StemFile] = {}
         self._delivered: set[str] = set()  # handed out by deliver(): kept even if the request fails later
@@ -183,7 +224,9 @@ class StemWriter:
         with self._lock:
             if stem not in self._files:
                 frames = self.mix.shape[-1]
-                self._files[stem] = _StemFile(stem, self.out_dir, self.output, frames, self._mix_lufs)
+                self._files[stem] = _StemFile(
+                    stem, self.origins[stem], self.out_dir, self.output, frames, self._mix_lufs
+                )
             return self._files[stem]
 
 

@@ -13,6 +13,7 @@ from separation.models.chunking import (
     CROSSFADE_RAMP_FRACTION,
     FinalBlock,
     PaddedTrack,
+    check_chunking,
     chunk_starts,
     chunk_window,
     crossfade,
@@ -24,11 +25,14 @@ from separation.models.roformer.bs_roformer import BSRoformer
 CHUNK, OVERLAP = 1000, 400  # samples: small numbers keep the tests fast, the logic is the same
 
 
+def chunked(model, waveform, device, chunk_samples, overlap_samples, batch_size=4, precision="fp32"):
+    """`separate_chunked`'s events, four chunks per batch in fp32 unless the test says otherwise."""
+    return separate_chunked(model, waveform, device, chunk_samples, overlap_samples, batch_size, precision)
+
+
 def vocals_of(model, waveform, device, chunk_samples, overlap_samples, **options) -> torch.Tensor:
     """The first stem of a chunked separation: [2, samples] -> [2, samples]."""
-    return chunked_output(
-        separate_chunked(model, waveform, device, chunk_samples, overlap_samples, **options)
-    )[0]
+    return chunked_output(chunked(model, waveform, device, chunk_samples, overlap_samples, **options))[0]
 
 
 class Identity(torch.nn.Module):
@@ -118,7 +122,7 @@ def test_output_is_independent_of_batch_size():
 
 def test_batches_hold_at_most_batch_size_chunks_and_progress_counts_them():
     recorder = ChunkRecorder()
-    events = list(separate_chunked(recorder, torch.randn(2, 10 * CHUNK), "cpu", CHUNK, OVERLAP, batch_size=4))
+    events = list(chunked(recorder, torch.randn(2, 10 * CHUNK), "cpu", CHUNK, OVERLAP, batch_size=4))
     total = sum(shape[0] for shape in recorder.batch_shapes)
     assert all(shape[0] <= 4 and shape[1:] == (2, CHUNK) for shape in recorder.batch_shapes)
     calls = progress_of(events)
@@ -130,7 +134,7 @@ def test_batches_hold_at_most_batch_size_chunks_and_progress_counts_them():
 def test_progress_ticks_as_each_batch_finishes_on_the_cpu():
     """The tick of a batch comes before the next batch is computed (not one batch late)."""
     recorder = ChunkRecorder()
-    for event in separate_chunked(recorder, torch.randn(2, 10 * CHUNK), "cpu", CHUNK, OVERLAP, batch_size=2):
+    for event in chunked(recorder, torch.randn(2, 10 * CHUNK), "cpu", CHUNK, OVERLAP, batch_size=2):
         if isinstance(event, Progress):
             assert sum(shape[0] for shape in recorder.batch_shapes) == event.done
 
@@ -161,7 +165,7 @@ def whole_track_overlap_add(model, waveform, chunk_samples, overlap_samples, bat
 def test_bounded_buffer_equals_a_whole_track_buffer_bit_for_bit(batch_size, overlap):
     waveform = torch.randn(2, 9 * CHUNK + 321, generator=torch.Generator().manual_seed(4))
     model = ChunkDependent()
-    events = separate_chunked(model, waveform, "cpu", CHUNK, overlap, batch_size=batch_size)
+    events = chunked(model, waveform, "cpu", CHUNK, overlap, batch_size=batch_size)
     with torch.inference_mode():
         reference = whole_track_overlap_add(model, waveform, CHUNK, overlap, batch_size)
     assert torch.equal(chunked_output(events), reference)
@@ -173,15 +177,16 @@ def test_multi_stem_models_keep_their_stems():
             return torch.stack([x, -2 * x], dim=1)
 
     waveform = torch.randn(2, 3 * CHUNK + 5)
-    stems = chunked_output(separate_chunked(TwoStems(), waveform, "cpu", CHUNK, OVERLAP))
+    stems = chunked_output(chunked(TwoStems(), waveform, "cpu", CHUNK, OVERLAP))
     assert stems.shape == (2, 2, waveform.shape[1])
     torch.testing.assert_close(stems[1], -2 * waveform, atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize(("chunk", "overlap"), [(CHUNK, CHUNK), (CHUNK, CHUNK + 1), (CHUNK, -1), (0, 0)])
 def test_impossible_overlap_is_a_clear_error(chunk, overlap):
-    with pytest.raises(SettingsError, match="chunk"):
-        vocals_of(Identity(), torch.zeros(2, 100), "cpu", chunk, overlap)
+    """The one check of the chunking, used by the request and by a config's `inference` section."""
+    with pytest.raises(SettingsError, match="overlap .* must be below chunk_size"):
+        check_chunking(chunk, overlap)
 
 
 def test_bf16_path_runs_on_cpu():
@@ -208,7 +213,7 @@ class ChunkDependent(torch.nn.Module):
 def test_final_blocks_cover_the_track_once_in_order_and_never_change(batch_size, overlap):
     waveform = torch.randn(2, 12 * (CHUNK - OVERLAP) + 123, generator=torch.Generator().manual_seed(1))
     received = []  # (first sample, the block as it was when received, the block itself)
-    for event in separate_chunked(ChunkDependent(), waveform, "cpu", CHUNK, overlap, batch_size=batch_size):
+    for event in chunked(ChunkDependent(), waveform, "cpu", CHUNK, overlap, batch_size=batch_size):
         if isinstance(event, FinalBlock):
             received.append((event.first_sample, event.block.clone(), event.block))
     assert len(received) > 1
@@ -223,8 +228,8 @@ def test_final_blocks_cover_the_track_once_in_order_and_never_change(batch_size,
 def test_finalising_batch_by_batch_gives_the_same_bits_as_finalising_once(batch_size):
     """With one batch the whole track is divided by its weight at the end."""
     waveform = torch.randn(2, 5 * CHUNK + 17, generator=torch.Generator().manual_seed(2))
-    once = list(separate_chunked(ChunkDependent(), waveform, "cpu", CHUNK, 800, batch_size=100))
-    streamed = list(separate_chunked(ChunkDependent(), waveform, "cpu", CHUNK, 800, batch_size))
+    once = list(chunked(ChunkDependent(), waveform, "cpu", CHUNK, 800, batch_size=100))
+    streamed = list(chunked(ChunkDependent(), waveform, "cpu", CHUNK, 800, batch_size))
     assert len(streamed) > len(once) and torch.equal(chunked_output(streamed), chunked_output(once))
 
 

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from fixtures.cog_server import CogServer, Receiver, data_url, decode_data_url, read_audio
+from fixtures.requests import MAX_DURATION_SECONDS
 from fixtures.signals import resample_whole
 from fixtures.songs import write_song
 from separation.audio.decode import decode_audio
@@ -34,13 +35,16 @@ DOCUMENTED_ORDER = {
     "all_4": ["vocals", "instrumental", "drums", "bass", "other"],
     "all_6": ["vocals", "instrumental", "drums", "bass", "guitar", "piano", "other"],
     "guitar": ["vocals", "instrumental", "guitar", "no_guitar"],
+    "guitar_only": ["guitar", "no_guitar"],
 }
+REPORT_NAME = "stems.json"  # the last file of every prediction
 MIME_TYPES = {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg"}
 MP3_FRAME_SAMPLES = 1152
 SYNC_CASES = [  # every stems mode once, every format once, 48 kHz once
     ("vocals_instrumental", "mp3", 44100),
     ("all_4", "flac", 48000),
     ("all_6", "wav", 44100),
+    ("guitar_only", "wav", 48000),
 ]
 TERMINAL_STATUSES = ("succeeded", "failed", "canceled")
 
@@ -155,9 +159,17 @@ def case_input(audio: str, stems: str, output_format: str, sample_rate: int) -> 
     }
 
 
+def stems_and_report(response: dict) -> tuple[list[str], dict]:
+    """(the stems' data URLs in output order, the stems report): the report is the last file, JSON."""
+    *stems, report = response["output"]
+    mime, content = decode_data_url(report)
+    assert mime == "application/json" and all(not decode_data_url(url)[0].endswith("json") for url in stems)
+    return stems, json.loads(content)
+
+
 def decoded_output(response: dict) -> list[np.ndarray]:
-    """The output data URLs decoded: one [frames, channels] array per file."""
-    return [read_audio(decode_data_url(url)[1])[0] for url in response["output"]]
+    """The stems' data URLs decoded: one [frames, channels] array per file."""
+    return [read_audio(decode_data_url(url)[1])[0] for url in stems_and_report(response)[0]]
 
 
 def assert_same_stems(actual: list[np.ndarray], expected: list[np.ndarray]) -> None:
@@ -223,19 +235,21 @@ def test_overlap_not_below_chunk_size_fails_naming_both(server, song_url):
 def test_sync_prediction_returns_the_documented_files(sync_runs, mix, stems, output_format, sample_rate):
     response = sync_runs.get(stems, output_format, sample_rate)
     order = DOCUMENTED_ORDER[stems]
-    assert len(response["output"]) == len(order)
-    assert {decode_data_url(url)[0] for url in response["output"]} == {MIME_TYPES[output_format]}
+    stem_urls, report = stems_and_report(response)
+    assert len(stem_urls) == len(order) and list(report) == order
+    assert {decode_data_url(url)[0] for url in stem_urls} == {MIME_TYPES[output_format]}
+    assert report == response["metrics"]["stems"]  # the figures, model and terms, by both channels
 
     expected_frames = round(SONG_SECONDS * sample_rate)
     tolerance_frames = 2 * MP3_FRAME_SAMPLES if output_format == "mp3" else 0
-    for url in response["output"]:
+    for url in stem_urls:
         samples, rate, subtype = read_audio(decode_data_url(url)[1])
         assert rate == sample_rate and samples.shape[1] == 2
         assert abs(samples.shape[0] - expected_frames) <= tolerance_frames
         if output_format == "wav":
             assert subtype == "PCM_24"  # the wav_bit_depth default
 
-    if output_format != "mp3":  # lossless: instrumental is mix - vocals, so the first two add up to the mix
+    if output_format != "mp3":  # lossless: a stem and its complement add up to the mix
         vocals, instrumental = decoded_output(response)[:2]
         expected_mix = resample_whole(mix.T.astype(np.float32), SAMPLE_RATE, sample_rate).T
         np.testing.assert_allclose(vocals + instrumental, expected_mix, atol=1e-4)
@@ -268,11 +282,11 @@ def test_stem_figures_reach_the_response_and_equal_the_command_line_report(
         text=True,
     )
     assert done.returncode == 0, done.stderr
-    report = json.loads((out / song_file.name / "stems.json").read_text())
+    report = json.loads((out / song_file.name / REPORT_NAME).read_text())
     assert list(report) == DOCUMENTED_ORDER["all_4"]
-    from_cli = {stem: {k: v for k, v in figures.items() if k != "file"} for stem, figures in report.items()}
-    assert response["metrics"]["stems"] == from_cli
-    assert set(from_cli["vocals"]) == {"peak_dbfs", "loudness_lufs", "active_fraction", "present"}
+    assert response["metrics"]["stems"] == report == stems_and_report(response)[1]
+    assert report["vocals"]["model"] == report["instrumental"]["model"] == "bs_roformer_vocals"
+    assert report["drums"]["model"] == "htdemucs_ft" and report["drums"]["terms"] == "research-only"
     logged = [line for line in response["logs"].splitlines() if "LUFS" in line and "audible" in line]
     assert len(logged) == len(DOCUMENTED_ORDER["all_4"])
 
@@ -308,7 +322,10 @@ def test_upload_url_receives_one_file_per_stem(upload_server, receiver, song_url
     assert response["status"] == "succeeded", upload_server.explain(response)
     order = DOCUMENTED_ORDER["all_6"]
     names = [f"{stem}.wav" for stem in order]
-    assert sorted(response["output"]) == sorted(receiver.url(f"/stored/{name}") for name in names)
+    assert sorted(response["output"]) == sorted(
+        receiver.url(f"/stored/{name}") for name in [*names, REPORT_NAME]
+    )
+    assert json.loads(receiver.uploads[REPORT_NAME][1]) == response["metrics"]["stems"]
 
     uploaded = {}
     for name in names:
@@ -353,7 +370,7 @@ def test_corrupt_upload_fails_with_the_audio_error_and_server_recovers(server, r
     local = tmp_path / "not_audio.mp3"
     local.write_bytes(not_audio)
     with pytest.raises(AudioError) as expected:
-        decode_audio(local)
+        decode_audio(local, max_duration_seconds=MAX_DURATION_SECONDS)
     assert "AudioError" in response["error"]
     assert str(expected.value) in response["error"]  # named as sent, without the runtime's tmp prefix
 
@@ -388,7 +405,9 @@ def file_names(outputs: list[str]) -> list[str]:
 
 def read_audio_name(url: str) -> str:
     mime = decode_data_url(url)[0]
-    return {"audio/wav": "wav", "audio/flac": "flac", "audio/mpeg": "mp3"}[mime]
+    return {"audio/wav": "wav", "audio/flac": "flac", "audio/mpeg": "mp3", "application/json": REPORT_NAME}[
+        mime
+    ]
 
 
 def test_vocals_and_instrumental_arrive_while_demucs_still_runs(upload_server, receiver, tmp_path):
@@ -399,7 +418,8 @@ def test_vocals_and_instrumental_arrive_while_demucs_still_runs(upload_server, r
     async_request(upload_server, "early-stems", inputs, receiver.url("/hook"), ["output", "completed"])
     final = receiver.wait_for(lambda: terminal_webhook(receiver, "early-stems"), 300)
     assert final and final["status"] == "succeeded", upload_server.explain(final)
-    assert sorted(file_names(final["output"])) == sorted(f"{s}.wav" for s in DOCUMENTED_ORDER["all_4"])
+    stem_files = [f"{s}.wav" for s in DOCUMENTED_ORDER["all_4"]]
+    assert sorted(file_names(final["output"])) == sorted([*stem_files, REPORT_NAME])
 
     hooks = receiver.webhooks_for("early-stems")
     first = next(h for h in hooks if "instrumental.wav" in file_names(h.get("output") or []))
@@ -469,7 +489,7 @@ def test_guitar_mode_with_extra_stems_uploads_every_named_file(upload_server, re
     response = upload_server.predict(inputs)
     assert response["status"] == "succeeded", upload_server.explain(response)
     expected = [f"{stem}.mp3" for stem in [*DOCUMENTED_ORDER["guitar"], "piano", "kick"]]
-    assert sorted(file_names(response["output"])) == sorted(expected)
+    assert sorted(file_names(response["output"])) == sorted([*expected, REPORT_NAME])
     assert set(response["metrics"]["stems"]) == {name.removesuffix(".mp3") for name in expected}
     models = set(StemPlan.load(CONFIG_DIR / PLAN_FILE_NAME).mode("guitar").models)
     assert set(response["metrics"]["stage_seconds"]) == {"decode", "write", *models}
@@ -483,6 +503,26 @@ def test_a_bad_extra_stem_fails_with_one_line_naming_it(server, song_url):
     )
     assert "\n" not in response["error"].strip()
     assert server.predict({"audio": song_url, **FAST})["status"] == "succeeded"
+
+
+def test_a_megabyte_of_extra_stems_is_refused_by_the_schema(server, song_url):
+    """The runtime checks extra_stems' declared longest length before run(): a 422 naming the input (coglet
+    quotes the whole value in it), and no prediction runs."""
+    status, answer = server.request(
+        "POST", "/predictions", {"input": {"audio": song_url, "extra_stems": "x," * 600_000}}
+    )
+    assert status == 422 and [error["loc"] for error in answer["detail"]] == [
+        ["body", "input", "extra_stems"]
+    ]
+    assert "is longer than 487 characters" in answer["detail"][0]["msg"]
+
+
+def test_an_unknown_extra_stem_is_quoted_shortly(server, song_url):
+    """Within the longest length, an unknown name of 400 characters comes back cut to 100."""
+    response = server.predict({"audio": song_url, "extra_stems": "k" * 400, **FAST})
+    assert response["status"] == "failed", server.explain(response)
+    assert "k" * 100 + "'..." in response["error"] and "k" * 101 not in response["error"]
+    assert "(400 characters)" in response["error"] and "\n" not in response["error"].strip()
 
 
 def test_a_path_on_the_server_is_refused(server, song_file, song_url):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from fixtures.requests import MAX_DURATION_SECONDS
 from fixtures.signals import (
     AMPLITUDE,
     LEFT_HZ,
@@ -90,7 +91,7 @@ ROUND_TRIP_CASES = {
 @pytest.mark.parametrize("case", ROUND_TRIP_CASES)
 def test_format_round_trip_keeps_length_channels_and_level(tmp_path, case):
     build, length_tolerance, level_tolerance_db = ROUND_TRIP_CASES[case]
-    audio = decode_audio(build(tmp_path))
+    audio = decode_audio(build(tmp_path), max_duration_seconds=MAX_DURATION_SECONDS)
     assert audio.dtype == np.float32 and audio.ndim == 2 and audio.shape[0] == 2
     expected_samples = round(SECONDS * SAMPLE_RATE)
     assert abs(audio.shape[1] - expected_samples) <= length_tolerance, audio.shape
@@ -106,7 +107,7 @@ def test_format_round_trip_keeps_length_channels_and_level(tmp_path, case):
 def test_mono_is_copied_to_both_channels_at_the_same_level(tmp_path):
     path = tmp_path / "memo.wav"
     sf.write(path, tones([LEFT_HZ]), SAMPLE_RATE, subtype="PCM_16")
-    audio = decode_audio(path)
+    audio = decode_audio(path, max_duration_seconds=MAX_DURATION_SECONDS)
     np.testing.assert_array_equal(audio[0], audio[1])
     np.testing.assert_allclose(audio[0], tones([LEFT_HZ])[:, 0], atol=1 / 32768)
 
@@ -116,7 +117,7 @@ def test_surround_5_1_uses_the_standard_downmix(tmp_path):
     surround = tones([300, 500, 700, 900, 1100, 1300], amplitude=0.2)  # [samples, 6]
     path = tmp_path / "surround.wav"
     sf.write(path, surround, SAMPLE_RATE, subtype="FLOAT")
-    audio = decode_audio(path)
+    audio = decode_audio(path, max_duration_seconds=MAX_DURATION_SECONDS)
     fl, fr, fc, _lfe, sl, sr = surround.T
     expected_left = fl + np.sqrt(0.5) * fc + np.sqrt(0.5) * sl
     expected_right = fr + np.sqrt(0.5) * fc + np.sqrt(0.5) * sr
@@ -130,7 +131,7 @@ def test_resampling_48k_keeps_a_1khz_tone_and_removes_content_above_nyquist(tmp_
     ultrasonic = tones([23000], rate=rate, amplitude=0.1)[:, 0]  # above 44.1 kHz's Nyquist: must vanish
     path = tmp_path / "48k.wav"
     sf.write(path, np.stack([tone, tone + ultrasonic], axis=1), rate, subtype="FLOAT")
-    audio = decode_audio(path)
+    audio = decode_audio(path, max_duration_seconds=MAX_DURATION_SECONDS)
     assert audio.shape[1] == round(SECONDS * SAMPLE_RATE)
     middle = audio[:, 4410:-4410].astype(np.float64)
     assert rms_db(middle[0]) == pytest.approx(rms_db(tone), abs=0.1)
@@ -144,7 +145,7 @@ def test_resampling_48k_keeps_a_1khz_tone_and_removes_content_above_nyquist(tmp_
 @pytest.mark.parametrize("rate", [8000, 192000])
 def test_low_and_high_input_rates_come_out_at_44k_with_the_right_length(tmp_path, rate):
     path = stereo_wav(tmp_path / f"{rate}.wav", rate=rate)
-    audio = decode_audio(path)
+    audio = decode_audio(path, max_duration_seconds=MAX_DURATION_SECONDS)
     assert abs(audio.shape[1] - round(SECONDS * SAMPLE_RATE)) <= 1
     assert dominant_hz(audio[0]) == pytest.approx(LEFT_HZ, abs=1)
     assert dominant_hz(audio[1]) == pytest.approx(RIGHT_HZ, abs=1)
@@ -420,7 +421,7 @@ def test_malformed_input_gives_a_clear_audio_error(tmp_path, sentinels, case):
     build, kwargs, words = MALFORMED_CASES[case]
     path = build(tmp_path, sentinels)
     with pytest.raises(AudioError) as raised:
-        decode_audio(path, **kwargs)
+        decode_audio(path, **{"max_duration_seconds": MAX_DURATION_SECONDS, **kwargs})
     message = str(raised.value)
     for word in words:
         assert word in message, message
@@ -448,4 +449,4 @@ def test_stated_length_check_ignores_a_video_track_longer_than_the_audio(tmp_pat
         "mpeg4",
         str(path),
     )
-    assert decode_audio(path).shape[1] == SAMPLE_RATE
+    assert decode_audio(path, max_duration_seconds=MAX_DURATION_SECONDS).shape[1] == SAMPLE_RATE

@@ -18,18 +18,20 @@ from demucs.api import Separator
 from demucs.apply import apply_model
 
 import separation.models.demucs.apply as demucs_apply
+from fixtures.requests import run_options
 from fixtures.spans import progress_of, whole_stems
 from fixtures.tiny_demucs import (
     FOUR_STEMS,
     SIX_STEMS,
     TINY_SEGMENT_SECONDS,
+    bag_model,
     write_tiny_bag,
     write_tiny_demucs_weights,
 )
 from separation.errors import FETCH_COMMAND, AudioError, SettingsError, WeightsError
 from separation.models.base import Progress, StemSpan
-from separation.models.demucs.apply import DemucsSeparator
 from separation.models.demucs.bag import bag_file_problems, load_bag
+from separation.models.demucs.spec import DemucsSpec
 
 SAMPLE_RATE = 44100
 REAL_FT_SIGNATURES = ["f7e0c4bc", "d12395a8", "92cfc3b6", "04573f0d"]
@@ -107,9 +109,9 @@ def hooked_ft(shared_bag_dir, monkeypatch):
     return bag, forwards
 
 
-def separate(bag_dir: Path, name: str, mix: torch.Tensor, wanted, batch_size: int = 1, **settings):
-    """{source: [2, samples]} of bag `name` with these DemucsSeparator settings."""
-    return whole_stems(DemucsSeparator(bag_dir, name, "cpu", **settings).separate(mix, wanted, batch_size))
+def separate(bag_dir: Path, name: str, mix: torch.Tensor, wanted, sources=None, **entry):
+    """{source: [2, samples]} of bag `name` loaded as a plan entry with these keys would load it."""
+    return whole_stems(bag_model(bag_dir, name, sources, **entry).separate(mix, wanted, run_options()))
 
 
 def max_abs_difference(ours: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> float:
@@ -163,7 +165,7 @@ def test_loading_never_imports_huggingface_hub(shared_bag_dir, monkeypatch):
     for name in [m for m in sys.modules if m.split(".")[0] == "huggingface_hub"]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setattr(sys, "meta_path", [RecordHub(), *sys.meta_path])
-    DemucsSeparator(shared_bag_dir, "htdemucs_ft", "cpu")
+    bag_model(shared_bag_dir, "htdemucs_ft")
     load_bag("htdemucs_6s", shared_bag_dir, "cpu")
     assert requested == [] and "huggingface_hub" not in sys.modules
 
@@ -177,7 +179,7 @@ def test_missing_model_file_is_named_with_the_fetch_command(bag_dir):
     [problem] = bag_file_problems("htdemucs_6s", bag_dir)
     assert "missing htdemucs_6s.yaml" in problem
     with pytest.raises(WeightsError, match=sig) as error:
-        DemucsSeparator(bag_dir, "htdemucs_ft", "cpu")
+        bag_model(bag_dir, "htdemucs_ft")
     assert str(error.value).count(FETCH_COMMAND) == 1
 
 
@@ -212,7 +214,7 @@ def test_unreadable_file_without_checksum_is_rejected_by_name(bag_dir):
     next(bag_dir.glob(f"{sig}-*.th")).unlink()
     (bag_dir / f"{sig}.th").write_bytes(b"not a torch file")
     with pytest.raises(WeightsError) as error:
-        DemucsSeparator(bag_dir, "htdemucs_6s", "cpu")
+        bag_model(bag_dir, "htdemucs_6s")
     assert f"{sig}.th" in str(error.value) and FETCH_COMMAND in str(error.value)
 
 
@@ -230,7 +232,7 @@ def test_unreadable_file_without_checksum_is_rejected_by_name(bag_dir):
 def test_matches_demucs_api_separator(shared_bag_dir, mix, name, shifts, overlap, seconds):
     track = mix[:, : int(seconds * SAMPLE_RATE)]
     sources = load_bag(name, shared_bag_dir, "cpu").sources
-    ours = separate(shared_bag_dir, name, track, sources, shifts=shifts, overlap=overlap, seed=7)
+    ours = separate(shared_bag_dir, name, track, sources, shifts=shifts, overlap_fraction=overlap, seed=7)
     api = Separator(model=name, repo=shared_bag_dir, device="cpu", shifts=shifts, overlap=overlap)
     random.seed(7)
     _, reference = api.separate_tensor(track)
@@ -286,7 +288,9 @@ def test_own_loop_is_bit_identical_to_apply_model(shared_bag_dir, mix, shifts, o
     """One sub-model (htdemucs_6s), tracks shorter than a segment and of several segments."""
     track = mix[:, : int(seconds * SAMPLE_RATE)]
     bag = load_bag("htdemucs_6s", shared_bag_dir, "cpu")
-    ours = separate(shared_bag_dir, "htdemucs_6s", track, SIX_STEMS, shifts=shifts, overlap=overlap, seed=11)
+    ours = separate(
+        shared_bag_dir, "htdemucs_6s", track, SIX_STEMS, shifts=shifts, overlap_fraction=overlap, seed=11
+    )
     normalised_track, mean, scale = normalised(track)
     random.seed(11)
     reference = apply_model(bag, normalised_track, shifts=shifts, overlap=overlap)[0]
@@ -302,7 +306,7 @@ def test_shared_sources_with_any_weights_match_the_bag(tmp_path, mix, wanted):
     weights = [[0.3, 1.0, 0.0, 2.0], [0.7, 1.0, 1.0, 0.5]]
     write_tiny_bag(tmp_path, "shared", FOUR_STEMS, 2, weights, seed=50)
     track = mix[:, : int(0.5 * SAMPLE_RATE)]
-    ours = separate(tmp_path, "shared", track, wanted, shifts=3, seed=2)
+    ours = separate(tmp_path, "shared", track, wanted, FOUR_STEMS, shifts=3, seed=2)
     normalised_track, mean, scale = normalised(track)
     random.seed(2)
     full = apply_model(load_bag("shared", tmp_path, "cpu"), normalised_track, shifts=3)[0] * scale + mean
@@ -312,8 +316,8 @@ def test_shared_sources_with_any_weights_match_the_bag(tmp_path, mix, wanted):
 @pytest.mark.parametrize("shifts", [0, 2])
 def test_progress_counts_segments_of_the_models_that_run(shared_bag_dir, hooked_ft, mix, shifts):
     _, forwards = hooked_ft
-    separator = DemucsSeparator(shared_bag_dir, "htdemucs_ft", "cpu", shifts=shifts)
-    calls = progress_of(separator.separate(mix, ["drums", "bass", "other"]))
+    separator = bag_model(shared_bag_dir, "htdemucs_ft", shifts=shifts)
+    calls = progress_of(separator.separate(mix, ["drums", "bass", "other"], run_options()))
     assert calls[0][0] == 0
     calls = calls[1:]
     total = calls[-1][1]
@@ -327,22 +331,22 @@ def test_progress_counts_segments_of_the_models_that_run(shared_bag_dir, hooked_
 
 def test_closing_the_run_stops_before_the_next_segment(shared_bag_dir, hooked_ft, mix):
     _, forwards = hooked_ft
-    separator = DemucsSeparator(shared_bag_dir, "htdemucs_ft", "cpu", shifts=1)
+    separator = bag_model(shared_bag_dir, "htdemucs_ft", shifts=1)
     state = random.getstate()
-    run = separator.separate(mix, FOUR_STEMS)
+    run = separator.separate(mix, FOUR_STEMS, run_options())
     while not (isinstance(event := next(run), Progress) and event.done == 2):  # until the 2nd segment
         pass
     run.close()
     assert sum(forwards) == 2 and random.getstate() == state
-    assert list(whole_stems(separator.separate(mix, ["bass"]))) == ["bass"]  # still usable
+    assert list(whole_stems(separator.separate(mix, ["bass"], run_options()))) == ["bass"]  # still usable
 
 
 def test_each_source_is_handed_over_once_its_last_contributor_ran(shared_bag_dir, hooked_ft, mix):
     """htdemucs_ft: specialist k gives source k alone, so each source comes before the next one runs."""
     _, forwards = hooked_ft
     handed_over = []  # (source, forward passes of each specialist at that moment)
-    for event in DemucsSeparator(shared_bag_dir, "htdemucs_ft", "cpu", shifts=0).separate(
-        mix, FOUR_STEMS[:3]
+    for event in bag_model(shared_bag_dir, "htdemucs_ft", shifts=0).separate(
+        mix, FOUR_STEMS[:3], run_options()
     ):
         if isinstance(event, StemSpan):
             (source,) = event.stems
@@ -359,30 +363,24 @@ def test_batched_segments_equal_one_segment_at_a_time(shared_bag_dir, hooked_ft,
     count would move the later specialists' shift offsets by whole samples), fewer forward passes."""
     _, forwards = hooked_ft
     track = 0.3 * torch.randn(2, int(4.0 * SAMPLE_RATE), generator=torch.Generator().manual_seed(8))
-    separator = DemucsSeparator(shared_bag_dir, "htdemucs_ft", "cpu", shifts=2, seed=3)
+    separator = bag_model(shared_bag_dir, "htdemucs_ft", shifts=2, seed=3)
     state = random.getstate()
-    one_at_a_time = whole_stems(separator.separate(track, FOUR_STEMS))
+    one_at_a_time = whole_stems(separator.separate(track, FOUR_STEMS, run_options()))
     single_passes, forwards[:] = sum(forwards), [0] * len(forwards)
-    batched = whole_stems(separator.separate(track, FOUR_STEMS, batch_size=batch_size))
+    batched = whole_stems(separator.separate(track, FOUR_STEMS, run_options(batch_size=batch_size)))
     assert max_abs_difference(batched, one_at_a_time) <= 1e-5
     assert random.getstate() == state
     assert sum(forwards) < single_passes
 
 
-@pytest.mark.parametrize("batch_size", [0, -1, 1.5, True])
-def test_bad_batch_size_is_refused(shared_bag_dir, mix, batch_size):
-    with pytest.raises(SettingsError, match="batch size"):
-        separate(shared_bag_dir, "htdemucs_ft", mix, ["bass"], batch_size=batch_size)
-
-
 def test_output_is_deterministic_and_random_state_is_restored(shared_bag_dir, mix):
-    separator = DemucsSeparator(shared_bag_dir, "htdemucs_ft", "cpu", shifts=1, seed=5)
+    separator = bag_model(shared_bag_dir, "htdemucs_ft", shifts=1, seed=5)
     random.seed(1234)
     state = random.getstate()
-    first = whole_stems(separator.separate(mix, ["drums", "other"]))
+    first = whole_stems(separator.separate(mix, ["drums", "other"], run_options()))
     assert random.getstate() == state
     random.random()  # a different global state must not matter
-    second = whole_stems(separator.separate(mix, ["drums", "other"]))
+    second = whole_stems(separator.separate(mix, ["drums", "other"], run_options()))
     assert all(torch.equal(first[s], second[s]) for s in first)
     other_seed = separate(shared_bag_dir, "htdemucs_ft", mix, ["drums"], shifts=1, seed=6)
     assert not torch.equal(first["drums"], other_seed["drums"])
@@ -397,28 +395,28 @@ def test_output_is_deterministic_and_random_state_is_restored(shared_bag_dir, mi
         ("shifts", -1),
         ("shifts", 1.5),
         ("shifts", True),
-        ("overlap", -0.1),
-        ("overlap", 1.0),
-        ("overlap", "0.25"),
+        ("overlap_fraction", -0.1),
+        ("overlap_fraction", 1.0),
+        ("overlap_fraction", "0.25"),
         ("seed", None),
+        ("batch_size", 0),
+        ("batch_size", 1.5),
+        ("sources", "drums"),
+        ("sources", []),
     ],
 )
-def test_bad_settings_are_refused(shared_bag_dir, setting, value):
-    with pytest.raises(SettingsError, match=setting):
-        DemucsSeparator(shared_bag_dir, "htdemucs_ft", "cpu", **{setting: value})
+def test_a_bad_plan_entry_is_refused_before_the_bag_loads(tmp_path, setting, value):
+    """The plan checks every key when it loads: `tmp_path` holds no bag, and the error is the value's."""
+    entry = {"bag": "htdemucs_ft", "folder": ".", "sources": FOUR_STEMS, setting: value}
+    with pytest.raises(SettingsError, match=f"model 'htdemucs_ft': {setting}"):
+        DemucsSpec.from_entry("htdemucs_ft", entry, tmp_path)
 
 
-def test_unknown_device_is_refused(shared_bag_dir):
-    with pytest.raises(SettingsError, match="device"):
-        DemucsSeparator(shared_bag_dir, "htdemucs_ft", "warp-drive")
-
-
-@pytest.mark.parametrize(
-    ("wanted", "message"), [(["drums", "vocal"], "no source 'vocal'"), ([], "non-empty"), ("drums", "list")]
-)
-def test_bad_source_requests_are_refused(shared_bag_dir, mix, wanted, message):
-    with pytest.raises(SettingsError, match=message):
-        separate(shared_bag_dir, "htdemucs_ft", mix, wanted)
+def test_sources_the_bag_does_not_give_are_refused_when_it_loads(shared_bag_dir):
+    with pytest.raises(
+        WeightsError, match="gives drums, bass, other, vocals; the plan's model htdemucs_ft says"
+    ):
+        bag_model(shared_bag_dir, "htdemucs_ft", ["drums", "bass", "vocals", "other"])
 
 
 @pytest.mark.parametrize(

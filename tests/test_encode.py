@@ -13,6 +13,7 @@ import soundfile as sf
 import torch
 
 from fixtures.processes import ffmpeg_children
+from fixtures.requests import MAX_DURATION_SECONDS, output_settings
 from fixtures.signals import (
     LEFT_HZ,
     SECONDS,
@@ -23,11 +24,10 @@ from fixtures.signals import (
     stem_signal,
 )
 from separation.audio.decode import decode_audio
+from separation.audio.encoders import MP3_BITRATES, OutputSettings
 from separation.audio.samplerate import SAMPLE_RATE
 from separation.audio.stem_figures import StemMeter
 from separation.audio.stem_file import RESCALE_PEAK_DBFS, StemStream, stem_file_name, write_stem
-from separation.errors import SettingsError
-from separation.request import MP3_BITRATES, OutputSettings
 
 # ---------------------------------------------------------------------------------------------------------
 # Encoding
@@ -48,7 +48,7 @@ from separation.request import MP3_BITRATES, OutputSettings
 def test_wav_and_flac_have_the_requested_depth_rate_and_content(tmp_path, fmt, depth, subtype, rate):
     stem = stem_signal()
     path = write_stem(
-        stem, "vocals", tmp_path, OutputSettings(format=fmt, wav_bit_depth=depth, sample_rate=rate)
+        stem, "vocals", tmp_path, output_settings(output_format=fmt, wav_bit_depth=depth, sample_rate=rate)
     )
     assert path == tmp_path / f"vocals.{fmt}"
     info = sf.info(path)
@@ -68,7 +68,7 @@ def test_mp3_is_constant_bitrate_at_the_requested_rate_and_sounds_like_the_stem(
     rate = 48000 if bitrate == 256 else 44100
     stem = stem_signal()
     path = write_stem(
-        stem, "drums", tmp_path, OutputSettings(format="mp3", mp3_bitrate=bitrate, sample_rate=rate)
+        stem, "drums", tmp_path, output_settings(output_format="mp3", mp3_bitrate=bitrate, sample_rate=rate)
     )
     assert path.name == "drums.mp3"
     stream = ffprobe_stream(path)
@@ -77,7 +77,8 @@ def test_mp3_is_constant_bitrate_at_the_requested_rate_and_sounds_like_the_stem(
         rate,
         bitrate * 1000,
     )
-    decoded = decode_audio(path)  # back at 44.1 kHz; the LAME header trims encoder delay and padding
+    # back at 44.1 kHz; the LAME header trims encoder delay and padding
+    decoded = decode_audio(path, max_duration_seconds=MAX_DURATION_SECONDS)
     assert decoded.shape == stem.shape
     for channel in range(2):
         assert np.corrcoef(decoded[channel], stem[channel])[0, 1] > 0.999
@@ -86,40 +87,40 @@ def test_mp3_is_constant_bitrate_at_the_requested_rate_and_sounds_like_the_stem(
 @pytest.mark.parametrize(
     "settings",
     [
-        OutputSettings(format="wav", wav_bit_depth="16"),
-        OutputSettings(format="wav", wav_bit_depth="24"),
-        OutputSettings(format="flac", wav_bit_depth="24"),
-        OutputSettings(format="mp3"),
+        output_settings(output_format="wav", wav_bit_depth="16"),
+        output_settings(output_format="wav", wav_bit_depth="24"),
+        output_settings(output_format="flac", wav_bit_depth="24"),
+        output_settings(output_format="mp3"),
     ],
-    ids=lambda s: f"{s.format}-{s.wav_bit_depth}",
+    ids=lambda s: f"{s.output_format}-{s.wav_bit_depth}",
 )
 def test_rescale_scales_a_clipping_stem_down_and_keeps_its_shape(tmp_path, caplog, settings):
     stem = stem_signal(peak=1.5)
     with caplog.at_level(logging.INFO, logger="separation.audio.stem_file"):
         path = write_stem(stem, "bass", tmp_path, settings)
-    written = decode_audio(path)
+    written = decode_audio(path, max_duration_seconds=MAX_DURATION_SECONDS)
     target_peak = 10 ** (RESCALE_PEAK_DBFS / 20)
     gain = target_peak / np.abs(stem).max()
-    tolerance = 0.02 if settings.format == "mp3" else 2**-15
+    tolerance = 0.02 if settings.output_format == "mp3" else 2**-15
     np.testing.assert_allclose(written, stem * gain, rtol=0, atol=tolerance)  # not wrapped, not clipped
     assert "'bass'" in caplog.text and f"{20 * np.log10(gain):.2f} dB" in caplog.text
 
 
 def test_float_wav_keeps_values_above_full_scale(tmp_path):
     stem = stem_signal(peak=1.5)
-    path = write_stem(stem, "piano", tmp_path, OutputSettings(wav_bit_depth="32-float"))
+    path = write_stem(stem, "piano", tmp_path, output_settings(wav_bit_depth="32-float"))
     np.testing.assert_array_equal(sf.read(path, dtype="float32")[0].T, stem)
 
 
 def test_a_quiet_stem_is_written_unchanged(tmp_path):
     stem = stem_signal(peak=0.9)
-    path = write_stem(stem, "guitar", tmp_path, OutputSettings())
+    path = write_stem(stem, "guitar", tmp_path, output_settings())
     np.testing.assert_allclose(sf.read(path, dtype="float32")[0].T, stem, rtol=0, atol=2**-24 + 1e-9)
 
 
 def test_a_cpu_torch_tensor_is_accepted(tmp_path):
     stem = stem_signal()
-    path = write_stem(torch.from_numpy(stem), "instrumental", tmp_path, OutputSettings())
+    path = write_stem(torch.from_numpy(stem), "instrumental", tmp_path, output_settings())
     assert sf.info(path).frames == stem.shape[1]
 
 
@@ -128,30 +129,12 @@ def test_a_cpu_torch_tensor_is_accepted(tmp_path):
     [
         (np.zeros((1, 100), np.float32), "vocals", "shape"),
         (np.zeros((2, 3, 4), np.float32), "vocals", "shape"),
-        (np.full((2, 10), np.nan, np.float32), "vocals", "NaN"),
         (np.zeros((2, 10), np.float32), "../escape", "file name"),
     ],
 )
 def test_write_stem_rejects_bad_stems_and_names(tmp_path, stem, name, words):
     with pytest.raises(ValueError, match=words):
-        write_stem(stem, name, tmp_path, OutputSettings())
-
-
-@pytest.mark.parametrize(
-    ("field", "value"),
-    [
-        ("format", "ogg"),
-        ("sample_rate", 22050),
-        ("sample_rate", "44100"),
-        ("wav_bit_depth", 24),
-        ("wav_bit_depth", "8"),
-        ("mp3_bitrate", 64),
-    ],
-)
-def test_output_settings_name_the_bad_field_and_the_choices(field, value):
-    with pytest.raises(SettingsError, match=field) as raised:
-        OutputSettings(**{field: value})
-    assert "choose one of" in str(raised.value)
+        write_stem(stem, name, tmp_path, output_settings())
 
 
 def test_stem_files_are_named_stem_dot_format():
@@ -164,14 +147,14 @@ def test_stem_files_are_named_stem_dot_format():
 
 
 STREAMED_FORMATS = [
-    OutputSettings(format="wav", wav_bit_depth="16"),
-    OutputSettings(format="wav", wav_bit_depth="24"),
-    OutputSettings(format="wav", wav_bit_depth="32-float"),
-    OutputSettings(format="flac", wav_bit_depth="16"),
-    OutputSettings(format="flac", wav_bit_depth="24"),
-    OutputSettings(format="mp3", mp3_bitrate=192),
+    output_settings(output_format="wav", wav_bit_depth="16"),
+    output_settings(output_format="wav", wav_bit_depth="24"),
+    output_settings(output_format="wav", wav_bit_depth="32-float"),
+    output_settings(output_format="flac", wav_bit_depth="16"),
+    output_settings(output_format="flac", wav_bit_depth="24"),
+    output_settings(output_format="mp3", mp3_bitrate=192),
 ]
-FORMAT_IDS = [f"{s.format}-{s.wav_bit_depth}" for s in STREAMED_FORMATS]
+FORMAT_IDS = [f"{s.output_format}-{s.wav_bit_depth}" for s in STREAMED_FORMATS]
 CUTTINGS = {  # cut before each index
     "one block": (),
     "uneven": (1, 500, 4410, 30_000, 60_001),
@@ -182,7 +165,7 @@ BOTH_RATES = pytest.mark.parametrize("rate", [44100, 48000])
 
 
 def is_float_wav(settings: OutputSettings) -> bool:
-    return settings.format == "wav" and settings.wav_bit_depth == "32-float"
+    return settings.output_format == "wav" and settings.wav_bit_depth == "32-float"
 
 
 def rescale_gain(audio: np.ndarray, full_scale: float) -> float:
@@ -224,7 +207,7 @@ def whole_stem_file(stem: np.ndarray, path: Path, settings: OutputSettings) -> P
         rounded = np.clip(np.rint(scaled * np.float32(steps)), -steps, steps - 1)
         samples = rounded.astype(np.int16) if bits == 16 else rounded.astype(np.int32) << 8
         subtype = f"PCM_{bits}"
-    sf.write(path, samples, settings.sample_rate, subtype=subtype, format=settings.format.upper())
+    sf.write(path, samples, settings.sample_rate, subtype=subtype, format=settings.output_format.upper())
     return path
 
 
@@ -250,7 +233,7 @@ def test_a_streamed_file_is_the_whole_stem_resampled_scaled_and_rounded(tmp_path
     settings = dataclasses.replace(settings, sample_rate=rate)
     stem = stem_signal(peak)
     path = stream_in_blocks(stem, tmp_path / "streamed", settings)
-    expected = whole_stem_file(stem, tmp_path / f"expected.{settings.format}", settings)
+    expected = whole_stem_file(stem, tmp_path / f"expected.{settings.output_format}", settings)
     assert file_bytes(path) == file_bytes(expected)
 
 
@@ -294,7 +277,7 @@ def test_the_meter_measures_what_goes_to_the_encoder(tmp_path, settings, rate):
     expected = StemMeter(rate)
     expected.add(encoded)
     expected.gain = 1.0 if is_float_wav(settings) else rescale_gain(encoded, 1.0)  # peaks at 1.5
-    got, wanted = meter.report(-20.0), expected.report(-20.0)
+    got, wanted = meter.figures(-20.0), expected.figures(-20.0)
     assert got.as_dict() == wanted.as_dict()
     for field in ("peak_dbfs", "loudness_lufs", "active_fraction"):
         assert getattr(got, field) == pytest.approx(getattr(wanted, field), abs=1e-9)
@@ -348,21 +331,12 @@ def test_an_abandoned_stream_leaves_no_file_no_spool_and_no_encoder(tmp_path, se
 def test_closing_a_stream_short_of_its_length_is_an_error(tmp_path):
     stem = stem_signal()
     before = deleted_files()
-    stream = StemStream("vocals", tmp_path, OutputSettings(format="mp3"), stem.shape[1])
+    stream = StemStream("vocals", tmp_path, output_settings(output_format="mp3"), stem.shape[1])
     stream.write(stem[:, :1000])
     with pytest.raises(ValueError, match=f"1000 frames were streamed, not {stem.shape[1]}"):
         stream.close()
     assert not list(tmp_path.iterdir()) and not ffmpeg_children()
     assert deleted_files().keys() <= before.keys()
-
-
-def test_a_streamed_block_with_nan_is_refused(tmp_path):
-    block = stem_signal()[:, :100].copy()
-    block[1, 7] = np.nan
-    with StemStream("vocals", tmp_path, OutputSettings(), 100) as stream:
-        with pytest.raises(ValueError, match="NaN"):
-            stream.write(block)
-    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("settings", [STREAMED_FORMATS[1], STREAMED_FORMATS[-1]], ids=["wav", "mp3"])
@@ -380,10 +354,12 @@ def test_encoding_at_gain_1_stops_once_the_stem_goes_beyond_full_scale(tmp_path)
     """That file would be thrown away: the stem is encoded from its spool at close."""
     stem = stem_signal(peak=0.5)
     stem[:, 20_000:] *= 3  # [2, samples], beyond full scale from sample 20,000 on
-    with StemStream("vocals", tmp_path, OutputSettings(format="mp3"), stem.shape[1]) as stream:
+    with StemStream("vocals", tmp_path, output_settings(output_format="mp3"), stem.shape[1]) as stream:
         stream.write(stem[:, :20_000])
         assert ffmpeg_children()
         stream.write(stem[:, 20_000:])
         assert not ffmpeg_children() and not stream.path.exists()
         path = stream.close()
-    assert decode_audio(path).max() == pytest.approx(10 ** (RESCALE_PEAK_DBFS / 20), abs=0.02)
+    assert decode_audio(path, max_duration_seconds=MAX_DURATION_SECONDS).max() == pytest.approx(
+        10 ** (RESCALE_PEAK_DBFS / 20), abs=0.02
+    )

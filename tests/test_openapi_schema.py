@@ -1,5 +1,5 @@
-"""`.cog/openapi_schema.json` is current with predict.py, and the Cog inputs and the command line offer the
-choices and defaults that `separation.request` and the stem plan declare."""
+"""`.cog/openapi_schema.json` is current with predict.py (whose inputs tests/test_request.py holds to the
+declaration), in the shape Cog gives it."""
 
 from __future__ import annotations
 
@@ -9,17 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from separation.__main__ import parse_args, settings_from_args
+from separation.__main__ import parse_args
 from separation.plan import CONFIG_DIR, PLAN_FILE_NAME, StemPlan
-from separation.request import (
-    MP3_BITRATES,
-    OUTPUT_FORMATS,
-    OUTPUT_SAMPLE_RATES,
-    PRECISIONS,
-    WAV_BIT_DEPTHS,
-    OutputSettings,
-    SeparationSettings,
-)
 
 GENERATOR_PATH = Path(__file__).resolve().parents[1] / "scripts" / "generate_openapi_schema.py"
 
@@ -72,46 +63,13 @@ def test_input_schema_has_the_cog_shape(generator):
     assert schemas["Output"] == uri_iterator
 
 
-def test_stems_choices_are_the_stem_plan_modes(predictor):
+def test_the_schema_carries_the_plan_modes_and_the_longest_extra_stems(generator):
+    """What the runtime checks before run() is called: the modes (guitar_only among them) and the length
+    of extra_stems (a megabyte of it is refused with a 422, not handed to the model)."""
+    schemas = json.loads(generator.SCHEMA_PATH.read_text())["components"]["schemas"]
     plan = StemPlan.load(CONFIG_DIR / PLAN_FILE_NAME)
-    assert predictor.inputs["stems"].choices == list(plan.modes)
-
-
-@pytest.mark.parametrize(
-    ("name", "allowed"),
-    [
-        ("output_format", OUTPUT_FORMATS),
-        ("wav_bit_depth", WAV_BIT_DEPTHS),
-        ("mp3_bitrate", MP3_BITRATES),
-        ("sample_rate", OUTPUT_SAMPLE_RATES),
-    ],
-)
-def test_output_choices_are_the_audio_module_constants(predictor, name, allowed):
-    assert predictor.inputs[name].choices == list(allowed)  # same values, types (str vs int) and order
-
-
-def test_defaults_are_the_package_defaults(predictor):
-    settings, output = SeparationSettings(), OutputSettings()
-    expected = {
-        "stems": settings.stems,
-        "extra_stems": ",".join(settings.extra_stems),
-        "chunk_size": settings.chunk_seconds,
-        "overlap": settings.overlap_seconds,
-        "output_format": output.format,
-        "sample_rate": output.sample_rate,
-        "wav_bit_depth": output.wav_bit_depth,
-        "mp3_bitrate": output.mp3_bitrate,
-    }
-    assert {name: predictor.inputs[name].default for name in expected} == expected
-
-
-def test_cli_defaults_and_choices_are_the_package_ones():
-    settings, output = SeparationSettings(), OutputSettings()
-    cli_settings = settings_from_args(parse_args(["song.wav"]))
-    assert cli_settings == settings and cli_settings.output == output
-    with pytest.raises(SystemExit):
-        parse_args(["song.wav", "--precision", "int8"])
-    assert all(parse_args(["x", "--precision", p]).precision == p for p in PRECISIONS)
+    assert schemas["stems"]["enum"] == list(plan.modes) and "guitar_only" in plan.modes
+    assert schemas["Input"]["properties"]["extra_stems"]["maxLength"] == len(", ".join(plan.extra_stem_names))
 
 
 def test_every_extra_stem_name_is_listed_for_the_client(predictor, capsys):
@@ -119,7 +77,7 @@ def test_every_extra_stem_name_is_listed_for_the_client(predictor, capsys):
     names = StemPlan.load(CONFIG_DIR / PLAN_FILE_NAME).extra_stem_names
     assert len(names) == 53
     description = predictor.inputs["extra_stems"].description
-    assert description.endswith(", ".join(names))
+    assert description.endswith(", ".join(names) + ".")
     with pytest.raises(SystemExit):
         parse_args(["--help"])
     help_text = "".join(capsys.readouterr().out.split())  # argparse wraps lines, also at hyphens

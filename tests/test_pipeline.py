@@ -13,18 +13,20 @@ import pytest
 import soundfile as sf
 import torch
 
+from fixtures.requests import MAX_DURATION_SECONDS
 from fixtures.songs import write_song
 from fixtures.spans import chunked_output
 from fixtures.tiny_roformer import loaded_heads
 from separation.audio.decode import decode_audio
 from separation.audio.stem_file import StemStream
-from separation.errors import WeightsError
+from separation.errors import SettingsError, WeightsError
 from separation.models.chunking import separate_chunked
 from separation.models.roformer.checkpoint import RoformerCheckpoint
 from separation.pipeline import Separator
 from separation.plan import StemPlan
 from separation.progress import Reporter
-from separation.request import OutputSettings, SeparationSettings
+from separation.request import Request
+from separation.stem_writer import Origin
 from separation.weights.manifest import MANIFEST_PATH, load_manifest
 
 EXPECTED_ORDER = {
@@ -56,10 +58,8 @@ def separator(tiny_weights_dir) -> Separator:
     return Separator(tiny_weights_dir, "cpu")
 
 
-def separate_file(
-    separator: Separator, song: Path, out_dir: Path, settings: SeparationSettings, reporter=None
-):
-    return list(separator.stems_as_written(song, out_dir, settings, reporter))
+def separate_file(separator: Separator, song: Path, out_dir: Path, request: Request, reporter=None):
+    return list(separator.stems_as_written(song, out_dir, request, reporter))
 
 
 def test_setup_loads_setup_models_only(tiny_weights_dir):
@@ -69,7 +69,7 @@ def test_setup_loads_setup_models_only(tiny_weights_dir):
 @pytest.mark.slow
 def test_vocals_instrumental_files_and_instrumental_is_mix_minus_vocals(separator, song, tmp_path):
     reporter = RecordingReporter()
-    settings = SeparationSettings(output=OutputSettings(format="wav", wav_bit_depth="32-float"))
+    settings = Request(output_format="wav", wav_bit_depth="32-float")
     files = [stem.path for stem in separate_file(separator, song, tmp_path / "out", settings, reporter)]
     assert [f.name for f in files] == ["vocals.wav", "instrumental.wav"]
     mix, _ = sf.read(song, dtype="float32")
@@ -88,7 +88,7 @@ def test_vocals_instrumental_files_and_instrumental_is_mix_minus_vocals(separato
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["all_4", "all_6"])
 def test_multi_stem_modes_write_every_stem_in_order(separator, song, tmp_path, mode):
-    settings = SeparationSettings(stems=mode, output=OutputSettings(format="flac", sample_rate=48000))
+    settings = Request(stems=mode, output_format="flac", sample_rate=48000)
     files = [stem.path for stem in separate_file(separator, song, tmp_path / mode, settings)]
     assert [f.name for f in files] == [f"{stem}.flac" for stem in EXPECTED_ORDER[mode]]
     for f in files:
@@ -109,9 +109,9 @@ def test_models_use_their_configured_batch_size_unless_the_request_sets_one(
     batches = {"roformer": [], "demucs": []}
     record = lambda key: lambda module, args: batches[key].append(args[0].shape[0])  # noqa: E731
     separator.model("bs_roformer_vocals").checkpoint.model.register_forward_pre_hook(record("roformer"))
-    for sub_model in separator.model("htdemucs_ft").separator.bag.models:
+    for sub_model in separator.model("htdemucs_ft").bag.models:
         sub_model.register_forward_pre_hook(record("demucs"))
-    settings = SeparationSettings(stems="all_4", batch_size=requested, chunk_seconds=4, overlap_seconds=1)
+    settings = Request(stems="all_4", batch_size=requested, chunk_size=4.0, overlap=1.0)
     long_song = write_song(tmp_path / "long.wav", seconds=16.0)  # six 4 s chunks, many Demucs segments
     separate_file(separator, long_song, tmp_path / "out", settings)
     assert max(batches["roformer"]) == roformer_batch and max(batches["demucs"]) == demucs_batch
@@ -153,8 +153,8 @@ def test_guitar_mode_computes_head_20_only_and_returns_the_song_without_the_guit
 ):
     separator = Separator(tiny_weights_dir, "cpu")
     assert "bs_roformer_mega53" not in separator.loaded_models  # lazy
-    output = OutputSettings(format="wav", wav_bit_depth="32-float")
-    written = separate_file(separator, song, tmp_path, SeparationSettings(stems="guitar", output=output))
+    request = Request(stems="guitar", output_format="wav", wav_bit_depth="32-float")
+    written = separate_file(separator, song, tmp_path, request)
     assert [stem.path.name for stem in written] == [
         "vocals.wav",
         "instrumental.wav",
@@ -164,26 +164,47 @@ def test_guitar_mode_computes_head_20_only_and_returns_the_song_without_the_guit
     mega53 = separator.model("bs_roformer_mega53")
     assert loaded_heads(mega53.checkpoint.model) == [20] and mega53.spec.stem_names()[20] == "guitar"
 
-    mix = decode_audio(song)
+    mix = decode_audio(song, max_duration_seconds=MAX_DURATION_SECONDS)
     guitar, no_guitar = (sf.read(stem.path, dtype="float32")[0].T for stem in written[2:])
     np.testing.assert_allclose(guitar + no_guitar, mix, atol=1e-6)
     # head 20 of the file, at the config's 20 s chunks and half overlap (not the request's 8 s)
     reference = RoformerCheckpoint(
         mega53.spec.settings["model"], tiny_weights_dir / mega53.spec.checkpoint, heads=[20]
     )
-    chunk, overlap = mega53.spec.chunking_samples(SeparationSettings())
+    chunk, overlap = mega53.spec.chunking_samples(request.run_options)
     assert (chunk, overlap) == (882_000, 441_000)
     model = lambda audio: reference.model(audio, heads=[20])  # noqa: E731
-    expected = chunked_output(separate_chunked(model, torch.from_numpy(mix), "cpu", chunk, overlap))[0]
+    events = separate_chunked(model, torch.from_numpy(mix), "cpu", chunk, overlap, 1, "fp32")
+    expected = chunked_output(events)[0]
     np.testing.assert_allclose(guitar, expected.numpy(), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_guitar_only_runs_mega53_alone_and_gives_the_guitar_modes_files(tiny_weights_dir, song, tmp_path):
+    """No vocals model runs for it; its guitar and no_guitar are the guitar mode's, byte for byte."""
+    separator = Separator(tiny_weights_dir, "cpu")
+    reporter = RecordingReporter()
+    alone = separate_file(separator, song, tmp_path / "alone", Request(stems="guitar_only"), reporter)
+    assert [stem.name for stem in alone] == ["guitar", "no_guitar"]
+    assert [e[1] for e in reporter.events if e[0] == "start"] == ["decode", "bs_roformer_mega53", "write"]
+    with_vocals = {
+        stem.name: stem for stem in separate_file(separator, song, tmp_path / "all", Request(stems="guitar"))
+    }
+    for stem in alone:
+        assert stem.path.read_bytes() == with_vocals[stem.name].path.read_bytes()
+        assert stem.origin == Origin("bs_roformer_mega53", "mit-reported")
+    assert with_vocals["instrumental"].origin == Origin("bs_roformer_vocals", "none-stated")
+
+
+def test_an_unknown_device_is_one_line(tiny_weights_dir):
+    with pytest.raises(SettingsError, match="unknown device 'warp-drive'; use cpu or cuda"):
+        Separator(tiny_weights_dir, "warp-drive")
 
 
 @pytest.mark.slow
 def test_extra_stems_come_after_the_mode_in_the_order_given(tiny_weights_dir, song, tmp_path):
     separator = Separator(tiny_weights_dir, "cpu")
-    settings = SeparationSettings(
-        stems="vocals_instrumental", extra_stems=("piano", "electric-guitar", "kick")
-    )
+    settings = Request(stems="vocals_instrumental", extra_stems="piano, electric-guitar,kick")
     written = separate_file(separator, song, tmp_path, settings)
     assert [stem.name for stem in written] == ["vocals", "instrumental", "piano", "electric-guitar", "kick"]
     assert all(stem.path == tmp_path / f"{stem.name}.wav" and stem.path.is_file() for stem in written)
@@ -206,7 +227,7 @@ def test_a_write_failing_while_demucs_runs_leaves_demucs_usable(
             raise OSError("disk full")
         real_write(stream, block)
 
-    settings = SeparationSettings(stems="all_4", chunk_seconds=4, overlap_seconds=1)
+    settings = Request(stems="all_4", chunk_size=4.0, overlap=1.0)
     monkeypatch.setattr(StemStream, "write", failing_write)
     with pytest.raises(OSError, match="disk full"):
         separate_file(separator, song, tmp_path / "failed", settings)

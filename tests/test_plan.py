@@ -11,7 +11,7 @@ from separation.errors import SettingsError
 from separation.models.demucs.spec import DemucsSpec
 from separation.models.roformer.spec import RoformerSpec
 from separation.plan import CONFIG_DIR, PLAN_FILE_NAME, StemPlan
-from separation.request import SeparationSettings
+from separation.request import Request
 from separation.weights.manifest import load_manifest, package_file_path
 
 EXPECTED_ORDER = {
@@ -19,6 +19,7 @@ EXPECTED_ORDER = {
     "all_4": ["vocals", "instrumental", "drums", "bass", "other"],
     "all_6": ["vocals", "instrumental", "drums", "bass", "guitar", "piano", "other"],
     "guitar": ["vocals", "instrumental", "guitar", "no_guitar"],
+    "guitar_only": ["guitar", "no_guitar"],
 }
 MEGA53_YAML = Path(__file__).parent / "data" / "mvsep_mega_model_bs_roformer_53_stems.yaml"
 MEGA53_STEMS = yaml.load(MEGA53_YAML.read_text(), Loader=yaml.FullLoader)["training"]["instruments"]
@@ -38,7 +39,8 @@ def test_project_plan_orders_stems_as_documented(plan):
 
 def test_unknown_mode_is_a_clear_error(plan):
     with pytest.raises(
-        SettingsError, match="unknown stems mode 'karaoke'.*vocals_instrumental, all_4, all_6, guitar"
+        SettingsError,
+        match="unknown stems mode 'karaoke'.*vocals_instrumental, all_4, all_6, guitar, guitar_only",
     ):
         plan.stems_of("karaoke")
 
@@ -75,9 +77,10 @@ def edited_plan(tmp_path: Path, edit) -> Path:
             lambda d: d["modes"]["all_4"]["models"].update(htdemucs_v5=["drums"]),
             "undefined model 'htdemucs_v5'",
         ),
+        (lambda d: d["output_order"].remove("piano"), "mode 'all_6' gives piano, not in output_order"),
         (
             lambda d: d["modes"]["all_6"]["models"]["htdemucs_6s"].append("ukulele"),
-            "ukulele, not in output_order",
+            "mode 'all_6': htdemucs_6s has no stem ukulele",
         ),
         (lambda d: d["modes"]["guitar"]["models"]["bs_roformer_mega53"].append("kazoo"), "has no stem kazoo"),
         (lambda d: d["output_order"].remove("instrumental"), "complement instrumental = mix - vocals"),
@@ -85,19 +88,43 @@ def edited_plan(tmp_path: Path, edit) -> Path:
             lambda d: d["modes"]["all_4"]["complements"].append("no_guitar"),
             "complement 'no_guitar' but not its",
         ),
-        (
-            lambda d: d.update(extra_stems_from="htdemucs_6s"),
-            "extra_stems_from must name a model whose stems",
-        ),
         (lambda d: d["models"]["htdemucs_6s"].update(load="sometimes"), "load must be one of setup, lazy"),
         (lambda d: d["models"]["bs_roformer_vocals"].update(chunking="auto"), "chunking must be one of"),
         (lambda d: d["models"]["htdemucs_ft"].update(segment=7.8), "unknown keys \\['segment'\\]"),
         (lambda d: d.pop("output_order"), "malformed"),
+        (
+            lambda d: d["modes"]["all_6"]["models"].update(bs_roformer_mega53=["guitar"]),
+            "mode 'all_6' takes guitar from both htdemucs_6s and bs_roformer_mega53",
+        ),
+        (
+            lambda d: d["modes"]["guitar_only"]["models"].update(
+                htdemucs_6s=["vocals"], bs_roformer_vocals=["vocals"]
+            ),
+            "mode 'guitar_only' takes vocals from both htdemucs_6s and bs_roformer_vocals",
+        ),
+        (
+            lambda d: d["modes"]["guitar"]["models"]["bs_roformer_mega53"].append("no_guitar"),
+            "has no stem no_guitar",
+        ),
+        (
+            lambda d: d["modes"]["all_4"]["models"]["htdemucs_ft"].append("guitar"),
+            "mode 'all_4': htdemucs_ft has no stem guitar",
+        ),
+        (lambda d: d["models"]["htdemucs_6s"].update(shifts=-1), "model 'htdemucs_6s': shifts must be"),
+        (lambda d: d["models"]["htdemucs_6s"].update(overlap_fraction=1.5), "overlap_fraction must be"),
+        (lambda d: d["models"]["htdemucs_6s"].update(seed="x"), "seed must be an integer"),
+        (lambda d: d["models"]["htdemucs_6s"].update(overlap=0.25), "unknown keys \\['overlap'\\]"),
+        (lambda d: d["models"]["htdemucs_6s"].pop("sources"), "sources must list the bag's sources"),
+        (lambda d: d.update(extra_stems_from="htdemucs_v5"), "extra_stems_from names undefined model"),
+        (lambda d: d.update(modes_extra={}), "unknown keys \\['modes_extra'\\]"),
+        (lambda d: d["modes"]["all_4"].update(order=[]), "mode 'all_4' has unknown keys \\['order'\\]"),
     ],
 )
 def test_a_bad_plan_is_rejected_at_load_with_a_reason(tmp_path, edit, words):
-    with pytest.raises(SettingsError, match=words):
+    """Whatever mode a request would ask for: the plan is refused as it loads, in one line."""
+    with pytest.raises(SettingsError, match=words) as error:
         StemPlan.load(edited_plan(tmp_path, edit))
+    assert "\n" not in str(error.value)
 
 
 def test_the_plan_and_the_weights_manifest_agree(plan, tmp_path):
@@ -115,8 +142,8 @@ def test_the_plan_and_the_weights_manifest_agree(plan, tmp_path):
         assert set(spec.weight_files(tmp_path)) == targets_by_model[name], name
 
 
-def request(mode: str, extra_stems=()) -> SeparationSettings:
-    return SeparationSettings(stems=mode, extra_stems=tuple(extra_stems))
+def request(mode: str, extra_stems=()) -> Request:
+    return Request(stems=mode, extra_stems=",".join(extra_stems))
 
 
 def test_extra_stems_follow_the_mode_and_share_its_mega53_run(plan):
@@ -129,6 +156,19 @@ def test_extra_stems_follow_the_mode_and_share_its_mega53_run(plan):
     assert work.complements == {"instrumental": "vocals", "no_guitar": "guitar"}
     assert plan.resolve(request("all_4", ["snare"])).uses["bs_roformer_mega53"] == ("snare",)
     assert plan.extra_stem_names == tuple(MEGA53_STEMS)
+    assert work.model_of == {
+        "vocals": "bs_roformer_vocals",
+        "instrumental": "bs_roformer_vocals",  # a complement comes from its source's model
+        **dict.fromkeys(["guitar", "no_guitar", "piano", "electric-guitar", "kick"], "bs_roformer_mega53"),
+    }
+
+
+def test_guitar_only_runs_mega53_alone(plan):
+    work = plan.resolve(request("guitar_only", ["acoustic-guitar"]))
+    assert work.uses == {"bs_roformer_mega53": ("guitar", "acoustic-guitar")}
+    assert work.order == ["guitar", "no_guitar", "acoustic-guitar"] and work.complements == {
+        "no_guitar": "guitar"
+    }
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import io
 from fixtures.scaled_mix import register, write_scaled_mix_weights
 from separation.pipeline import Separator
 from separation.progress import LogReporter, Reporter, TqdmReporter
-from separation.request import SeparationSettings
+from separation.request import Request
 
 
 def test_log_reporter_prints_eta_and_records_metrics():
@@ -56,6 +56,6 @@ def test_the_pipeline_reports_a_model_before_its_first_span(song, tmp_path, monk
         def progress(self, stage, done, total):
             seen.append((done, total, separator.model("voice").spans))
 
-    list(separator.stems_as_written(song, tmp_path / "out", SeparationSettings(stems="solo"), Recorder()))
+    list(separator.stems_as_written(song, tmp_path / "out", Request(stems="solo"), Recorder()))
     assert seen[0] == (0, 4, 0) and seen[-1] == (4, 4, 4)
     assert [done for done, _, _ in seen] == [0, 1, 2, 3, 4]

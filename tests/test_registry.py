@@ -17,14 +17,13 @@ import soundfile as sf
 import torch
 import yaml
 
-from fixtures.requests import service_options
 from fixtures.weights_manifest import write_local_manifest
 from separation.__main__ import main
-from separation.models.base import ModelSpec, Progress, StemSpan
+from separation.models.base import ModelSpec, Progress, RunOptions, StemSpan
 from separation.models.registry import MODEL_TYPES
 from separation.plan import PLAN_FILE_NAME, StemPlan
-from separation.request import SeparationSettings
-from separation.serving import SeparationService
+from separation.request import Request
+from separation.serving import PredictionService
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,7 +47,7 @@ class PassThroughSpec(ModelSpec):
 
 class PassThrough:
     def separate(
-        self, mix: torch.Tensor, stems: Sequence[str], settings: SeparationSettings
+        self, mix: torch.Tensor, stem_names: Sequence[str], options: RunOptions
     ) -> Iterator[Progress | StemSpan]:
         yield Progress(0, 1)
         yield StemSpan(0, {"echo": mix.clone()})
@@ -81,10 +80,12 @@ def test_the_manifest_of_a_new_type_lists_what_its_spec_names(echo_weights):
 
 
 def test_a_new_model_type_runs_through_the_service(echo_weights, downloaded):
-    service = SeparationService(echo_weights, "cpu")
-    options = service_options(stems="echo", wav_bit_depth="32-float")
-    files = {path.name: path for path in service.predict(downloaded, **options)}
-    assert sorted(files) == ["echo.wav", "silence.wav"]
+    service = PredictionService(echo_weights, "cpu")
+    files = {
+        path.name: path
+        for path in service.predict(downloaded, Request(stems="echo", wav_bit_depth="32-float"))
+    }
+    assert sorted(files) == ["echo.wav", "silence.wav", "stems.json"]
     mix, _ = sf.read(downloaded, dtype="float32")
     np.testing.assert_array_equal(sf.read(files["echo.wav"], dtype="float32")[0], mix)
     assert not sf.read(files["silence.wav"], dtype="float32")[0].any()

@@ -30,7 +30,7 @@ from separation.models.roformer.bs_roformer import BSRoformer, RotaryEmbedding
 from separation.models.roformer.checkpoint import RoformerCheckpoint, load_config, split_heads
 from separation.models.roformer.memory import forward_bytes, head_bytes, heads_per_group
 from separation.plan import CONFIG_DIR, PLAN_FILE_NAME, StemPlan
-from separation.request import SeparationSettings
+from separation.request import Request
 
 DATA = Path(__file__).parent / "data"
 MEGA53_YAML = DATA / "mvsep_mega_model_bs_roformer_53_stems.yaml"  # MSST's file, byte for byte
@@ -142,7 +142,7 @@ def test_default_chunking_is_msst_chunking_in_samples(model, upstream_path):
     # MSST's demix: inference.chunk_size where given, else audio.chunk_size; step chunk // num_overlap
     chunk = upstream["inference"].get("chunk_size", upstream["audio"]["chunk_size"])
     step = chunk // upstream["inference"]["num_overlap"]
-    default = SeparationSettings()
+    default = Request().run_options
     assert spec.chunking_samples(default) == (chunk, chunk - step)
     assert spec.batch_size(default) == upstream["inference"]["batch_size"]
 

@@ -1,33 +1,54 @@
-"""The Cog-facing service: uploads only, one output folder per prediction, memory given back."""
+"""The Cog model's service: uploads only, one output folder per prediction, the stems report as the last
+file, memory given back."""
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
 import pytest
 
 import separation.serving as serving_module
-from fixtures.requests import service_options
 from separation.errors import AudioError
-from separation.serving import SeparationService
+from separation.request import Request
+from separation.serving import PredictionService
 
-SERVICE_OPTIONS = service_options(output_format="mp3", chunk_size=4.0, overlap=1.0, mp3_bitrate=192)
+REQUEST = Request(output_format="mp3", chunk_size=4.0, overlap=1.0, mp3_bitrate=192)
 
 
-def test_service_keeps_only_the_latest_outputs(tiny_weights_dir, downloaded):
-    service = SeparationService(tiny_weights_dir, "cpu")
+@pytest.fixture(scope="module")
+def service(tiny_weights_dir) -> PredictionService:
+    return PredictionService(tiny_weights_dir, "cpu")
+
+
+def test_service_keeps_only_the_latest_outputs(service, downloaded):
     metrics = {}
     record = lambda k, v, mode="replace": metrics.update({k: v})  # noqa: E731
-    first = list(service.predict(downloaded, **SERVICE_OPTIONS, record_metric=record))
-    assert [f.name for f in first] == ["vocals.mp3", "instrumental.mp3"]
+    first = list(service.predict(downloaded, REQUEST, record_metric=record))
+    assert [f.name for f in first] == ["vocals.mp3", "instrumental.mp3", "stems.json"]
     assert metrics["audio_seconds"] == 2.0 and "stage_seconds.bs_roformer_vocals" in metrics
-    second = list(service.predict(downloaded, **SERVICE_OPTIONS))
+    second = list(service.predict(downloaded, REQUEST))
     assert all(f.exists() for f in second) and not first[0].parent.exists()
 
 
+def test_the_last_file_is_the_stems_report_with_what_the_metrics_say(service, downloaded):
+    """The same figures, model and terms per stem as the `stems` metric, keyed by stem name."""
+    metrics = {}
+    record = lambda k, v, mode="replace": metrics.update({k: v})  # noqa: E731
+    *stems, report = service.predict(downloaded, Request(stems="guitar_only"), record_metric=record)
+    assert report.name == "stems.json" and [stem.name for stem in stems] == ["guitar.wav", "no_guitar.wav"]
+    content = json.loads(report.read_text())
+    assert content == metrics["stems"]
+    assert content["guitar"]["file"] == "guitar.wav" and content["no_guitar"]["model"] == "bs_roformer_mega53"
+    assert {entry["terms"] for entry in content.values()} == {"mit-reported"}
+    assert set(content["guitar"]) == {
+        "file", "model", "terms", "peak_dbfs", "loudness_lufs", "active_fraction", "present"
+    }  # fmt: skip
+
+
 @pytest.mark.parametrize("where", ["elsewhere", "unprefixed", "symlink"])
-def test_service_reads_only_what_the_runtime_downloaded(tiny_weights_dir, downloaded, song, where):
+def test_service_reads_only_what_the_runtime_downloaded(service, downloaded, song, where):
     if where == "elsewhere":
         path = song  # a file of the server's own disk
     elif where == "unprefixed":
@@ -36,29 +57,26 @@ def test_service_reads_only_what_the_runtime_downloaded(tiny_weights_dir, downlo
     else:
         path = downloaded.with_name("tmplink.wav")
         path.symlink_to(song)
-    service = SeparationService(tiny_weights_dir, "cpu")
     with pytest.raises(AudioError, match="must be an upload or a URL"):
-        list(service.predict(path, **SERVICE_OPTIONS))
+        list(service.predict(path, REQUEST))
 
 
-def test_every_prediction_gives_freed_memory_back(tiny_weights_dir, downloaded, monkeypatch):
+def test_every_prediction_gives_freed_memory_back(service, downloaded, monkeypatch):
     """After a prediction, succeeded or failed, the service returns what malloc holds free to the system."""
     trims = []
     monkeypatch.setattr(serving_module, "release_free_memory", lambda: trims.append(True))
-    service = SeparationService(tiny_weights_dir, "cpu")
-    list(service.predict(downloaded, **SERVICE_OPTIONS))
+    list(service.predict(downloaded, REQUEST))
     assert trims == [True]
     downloaded.write_bytes(b"not audio")
     with pytest.raises(AudioError):
-        list(service.predict(downloaded, **SERVICE_OPTIONS))
+        list(service.predict(downloaded, REQUEST))
     assert trims == [True, True]
 
 
-def test_a_failed_prediction_with_nothing_handed_over_leaves_no_folder(tiny_weights_dir, downloaded):
-    service = SeparationService(tiny_weights_dir, "cpu")
-    list(service.predict(downloaded, **SERVICE_OPTIONS))
+def test_a_failed_prediction_with_nothing_handed_over_leaves_no_folder(service, downloaded):
+    list(service.predict(downloaded, REQUEST))
     assert len(list(Path(tempfile.gettempdir()).glob("stems-*"))) == 1
     downloaded.write_bytes(b"not audio at all")
     with pytest.raises(AudioError):
-        list(service.predict(downloaded, **SERVICE_OPTIONS))
+        list(service.predict(downloaded, REQUEST))
     assert not list(Path(tempfile.gettempdir()).glob("stems-*"))  # the earlier one went too, at its start

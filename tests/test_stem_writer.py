@@ -4,7 +4,9 @@ figures, and the model held back by a slow encoder."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
+import sys
 import threading
 import time
 from pathlib import Path
@@ -15,15 +17,16 @@ import pytest
 import soundfile as sf
 
 from fixtures.processes import ffmpeg_children
+from fixtures.requests import MAX_DURATION_SECONDS, output_settings
 from fixtures.scaled_mix import StandInFailure, register, write_scaled_mix_weights
 from fixtures.songs import write_song
 from separation.audio.decode import decode_audio
-from separation.audio.stem_figures import StemReport, measure_mix
+from separation.audio.stem_figures import StemFigures, measure_mix
 from separation.audio.stem_file import RESCALE_PEAK_DBFS, StemStream, write_stem
 from separation.errors import SettingsError, WeightsError
 from separation.pipeline import Separator
-from separation.request import OutputSettings, SeparationSettings
-from separation.stem_writer import MAX_QUEUED_SPANS
+from separation.request import Request
+from separation.stem_writer import MAX_QUEUED_SPANS, Origin
 
 PLAN = {
     "complements": {"instrumental": "vocals"},
@@ -49,15 +52,35 @@ def stand_in_separator(folder: Path, monkeypatch, vocals_gain=0.6, voice=(), ban
     return Separator(write_scaled_mix_weights(folder, models, PLAN), "cpu")
 
 
-def written(separator: Separator, song: Path, out_dir: Path, **settings) -> list[Path]:
-    return [stem.path for stem in separator.stems_as_written(song, out_dir, SeparationSettings(**settings))]
+def request(output=None, **fields) -> Request:
+    """A Request with these fields and, where given, the fields of an OutputSettings."""
+    return Request(**fields, **(dataclasses.asdict(output) if output else {}))
+
+
+def written(separator: Separator, song: Path, out_dir: Path, **fields) -> list[Path]:
+    return [stem.path for stem in separator.stems_as_written(song, out_dir, request(**fields))]
+
+
+def wait_until_held_back(thread: threading.Thread, timeout_seconds: float = 60) -> None:
+    """Wait until `thread` (the one running the model) waits for a place in a stem's full queue: its stack
+    shows the stem file's `write_span` waiting in the semaphore's `acquire`."""
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        frame, names = sys._current_frames().get(thread.ident), []
+        while frame is not None:
+            names.append(frame.f_code.co_name)
+            frame = frame.f_back
+        if "write_span" in names and "acquire" in names[: names.index("write_span")]:
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError(f"the model was not held back within {timeout_seconds} s")
 
 
 OUTPUTS = {
-    "wav16": OutputSettings(format="wav", wav_bit_depth="16"),
-    "wav24-48k": OutputSettings(format="wav", wav_bit_depth="24", sample_rate=48000),
-    "flac16-48k": OutputSettings(format="flac", wav_bit_depth="16", sample_rate=48000),
-    "mp3": OutputSettings(format="mp3", mp3_bitrate=128),
+    "wav16": output_settings(output_format="wav", wav_bit_depth="16"),
+    "wav24-48k": output_settings(output_format="wav", wav_bit_depth="24", sample_rate=48000),
+    "flac16-48k": output_settings(output_format="flac", wav_bit_depth="16", sample_rate=48000),
+    "mp3": output_settings(output_format="mp3", mp3_bitrate=128),
 }
 
 
@@ -66,7 +89,7 @@ OUTPUTS = {
 def test_streamed_stems_are_the_files_written_whole(song, tmp_path, monkeypatch, output):
     separator = stand_in_separator(tmp_path / "weights", monkeypatch)
     files = written(separator, song, tmp_path / "out", stems="all_4", output=output)
-    mix = decode_audio(song)
+    mix = decode_audio(song, max_duration_seconds=MAX_DURATION_SECONDS)
     expected = {
         "vocals": 0.6 * mix,
         "instrumental": mix - np.float32(0.6) * mix,
@@ -74,7 +97,7 @@ def test_streamed_stems_are_the_files_written_whole(song, tmp_path, monkeypatch,
         "bass": np.float32(0.2) * mix,
         "other": np.float32(0.3) * mix,
     }
-    assert [f.name for f in files] == [f"{stem}.{output.format}" for stem in expected]
+    assert [f.name for f in files] == [f"{stem}.{output.output_format}" for stem in expected]
     for file, (stem, audio) in zip(files, expected.items(), strict=True):
         reference = write_stem(audio, stem, tmp_path / "expected", output)
         assert file.read_bytes() == reference.read_bytes(), stem
@@ -84,9 +107,9 @@ def test_a_clipping_instrumental_is_rescaled_as_a_whole_write_rescales_it(tmp_pa
     song = write_song(tmp_path / "loud.wav", seconds=2.0)
     sf.write(song, 2 * sf.read(song, dtype="float32")[0], 44100, subtype="FLOAT")  # peaks near 1
     separator = stand_in_separator(tmp_path / "weights", monkeypatch, vocals_gain=-0.25)  # instrumental 1.25x
-    output = OutputSettings(format="wav", wav_bit_depth="24")
+    output = output_settings(output_format="wav", wav_bit_depth="24")
     vocals, instrumental = written(separator, song, tmp_path / "out", output=output)
-    mix = decode_audio(song)
+    mix = decode_audio(song, max_duration_seconds=MAX_DURATION_SECONDS)
     reference = write_stem(mix - np.float32(-0.25) * mix, "instrumental", tmp_path / "expected", output)
     assert instrumental.read_bytes() == reference.read_bytes()
     peak = np.abs(sf.read(instrumental, dtype="float32")[0]).max()
@@ -97,7 +120,7 @@ def test_a_clipping_instrumental_is_rescaled_as_a_whole_write_rescales_it(tmp_pa
 def test_a_model_failing_midway_leaves_no_files_and_no_encoders(song, tmp_path, monkeypatch, output_format):
     separator = stand_in_separator(tmp_path / "weights", monkeypatch, voice={"fail_after_spans": 3})
     with pytest.raises(StandInFailure):
-        written(separator, song, tmp_path / "out", output=OutputSettings(format=output_format))
+        written(separator, song, tmp_path / "out", output=output_settings(output_format=output_format))
     assert not list((tmp_path / "out").iterdir()) and not ffmpeg_children()
 
 
@@ -105,7 +128,7 @@ def test_a_model_failing_midway_leaves_no_files_and_no_encoders(song, tmp_path, 
 def test_non_finite_output_stops_at_once_naming_the_model(song, tmp_path, monkeypatch, output_format):
     separator = stand_in_separator(tmp_path / "weights", monkeypatch, vocals_gain=float("nan"))
     with pytest.raises(WeightsError, match="voice produced NaN or infinite samples") as error:
-        written(separator, song, tmp_path / "out", output=OutputSettings(format=output_format))
+        written(separator, song, tmp_path / "out", output=output_settings(output_format=output_format))
     assert "python -m separation.weights verify" in str(error.value)
     assert separator.model("voice").spans == 1  # the first span stopped it
     assert not list((tmp_path / "out").iterdir()) and not ffmpeg_children()
@@ -116,9 +139,10 @@ def test_stems_handed_out_stay_when_a_later_model_fails(song, tmp_path, monkeypa
     nothing of its own stems."""
     separator = stand_in_separator(tmp_path / "weights", monkeypatch, band={"fail_after_spans": 0})
     handed_out = []
-    settings = SeparationSettings(stems="all_4", output=OutputSettings(format="mp3"))
     with pytest.raises(StandInFailure):
-        for stem in separator.stems_as_written(song, tmp_path / "out", settings):
+        for stem in separator.stems_as_written(
+            song, tmp_path / "out", request(stems="all_4", output_format="mp3")
+        ):
             handed_out.append(stem.path.name)
     assert handed_out == ["vocals.mp3", "instrumental.mp3"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["instrumental.mp3", "vocals.mp3"]
@@ -129,13 +153,17 @@ def test_stems_handed_out_stay_when_a_later_model_fails(song, tmp_path, monkeypa
 def test_every_stem_comes_with_its_figures(song, tmp_path, monkeypatch, sample_rate):
     """Silent vocals are reported as silence, not present; the instrumental is then the mix itself."""
     separator = stand_in_separator(tmp_path / "weights", monkeypatch, vocals_gain=0.0)
-    output = OutputSettings(format="wav", wav_bit_depth="32-float", sample_rate=sample_rate)
-    vocals, instrumental = separator.stems_as_written(song, tmp_path, SeparationSettings(output=output))
-    assert vocals.report == StemReport(peak_dbfs=None, loudness_lufs=None, active_fraction=0.0, present=False)
-    mix = decode_audio(song)
-    assert instrumental.report.loudness_lufs == pytest.approx(measure_mix(mix, 44100), abs=0.05)
-    assert instrumental.report.peak_dbfs == pytest.approx(20 * np.log10(np.abs(mix).max()), abs=0.05)
-    assert instrumental.report.active_fraction == 1.0 and instrumental.report.present
+    output = output_settings(output_format="wav", wav_bit_depth="32-float", sample_rate=sample_rate)
+    vocals, instrumental = separator.stems_as_written(song, tmp_path, request(output))
+    assert vocals.figures == StemFigures(
+        peak_dbfs=None, loudness_lufs=None, active_fraction=0.0, present=False
+    )
+    mix = decode_audio(song, max_duration_seconds=MAX_DURATION_SECONDS)
+    assert instrumental.figures.loudness_lufs == pytest.approx(measure_mix(mix, 44100), abs=0.05)
+    assert instrumental.figures.peak_dbfs == pytest.approx(20 * np.log10(np.abs(mix).max()), abs=0.05)
+    assert instrumental.figures.active_fraction == 1.0 and instrumental.figures.present
+    # a complement comes from its source's model; the tiny manifest carries the project's labels
+    assert vocals.origin == instrumental.origin == Origin("voice", "none-stated")
 
 
 def test_a_slow_encoder_holds_the_model_back(song, tmp_path, monkeypatch):
@@ -151,7 +179,7 @@ def test_a_slow_encoder_holds_the_model_back(song, tmp_path, monkeypatch):
     monkeypatch.setattr(StemStream, "write", stuck_write)
     run = threading.Thread(target=lambda: written(separator, song, tmp_path / "out"))
     run.start()
-    time.sleep(1.0)  # ample for the tiny stand-in to run ahead, were it not held back
+    wait_until_held_back(run)
     spans_while_stuck = separator.model("voice").spans
     release.set()
     run.join(timeout=60)
@@ -166,9 +194,9 @@ def test_a_request_whose_spools_do_not_fit_the_disk_is_refused_before_any_model_
     separator = stand_in_separator(tmp_path / "weights", monkeypatch)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(total=10**12, used=0, free=1000))
     with pytest.raises(SettingsError, match=r"2 stems of this song need 0\.0 GB .* 0\.0 GB are free"):
-        written(separator, song, tmp_path / "out", output=OutputSettings(format="flac"))
+        written(separator, song, tmp_path / "out", output=output_settings(output_format="flac"))
     assert separator.model("voice").spans == 0 and not list((tmp_path / "out").glob("*"))
-    float_wav = OutputSettings(format="wav", wav_bit_depth="32-float")  # no spool: no disk beyond the files
+    float_wav = output_settings(output_format="wav", wav_bit_depth="32-float")  # no spool: files only
     assert len(written(separator, song, tmp_path / "out", output=float_wav)) == 2
 
 
@@ -195,7 +223,7 @@ def test_a_write_failing_while_the_queue_is_full_stops_the_model(song, tmp_path,
 
     run = threading.Thread(target=separate)
     run.start()
-    time.sleep(1.0)  # the queue fills and the model waits
+    wait_until_held_back(run)  # the queue is full and the model waits
     release.set()
     run.join(timeout=60)
     assert not run.is_alive() and [str(error) for error in errors] == ["disk full"]

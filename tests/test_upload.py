@@ -8,17 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.requests import service_options
 from separation.audio.upload import shown_name
 from separation.errors import AudioError
-from separation.serving import SeparationService
-
-OPTIONS = service_options()
+from separation.request import Request
+from separation.serving import PredictionService
 
 
 @pytest.fixture(scope="module")
-def service(tiny_weights_dir) -> SeparationService:
-    return SeparationService(tiny_weights_dir, "cpu")
+def service(tiny_weights_dir) -> PredictionService:
+    return PredictionService(tiny_weights_dir, "cpu")
 
 
 @pytest.fixture
@@ -51,6 +49,6 @@ def test_errors_name_the_upload_as_its_sender_named_it(service, runtime_tmp, con
     upload = runtime_tmp / "tmpabcd1234song.mp3"
     upload.write_bytes(content)
     with pytest.raises(AudioError) as error:
-        list(service.predict(upload, **OPTIONS))
+        list(service.predict(upload, Request()))
     message = str(error.value)
     assert all(word in message for word in words) and "tmpabcd1234" not in message, message

@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AudioError, format_seconds
-from ..request import DEFAULT_MAX_DURATION_SECONDS
 from .ffmpeg import FFMPEG_QUIET, Deadline, FfmpegPipe, run_tool, short_reason
 from .samplerate import SAMPLE_RATE, StreamResampler
 from .upload import shown_name
@@ -69,9 +68,7 @@ class _ProbedStream:
     container_seconds: float | None  # the whole file's stated length; None where unknown or a guess
 
 
-def decode_audio(
-    path: str | PathLike, *, max_duration_seconds: float = DEFAULT_MAX_DURATION_SECONDS
-) -> np.ndarray:
+def decode_audio(path: str | PathLike, *, max_duration_seconds: float) -> np.ndarray:
     """Decode an audio or video file to float32 [2, samples] at `SAMPLE_RATE`.
 
     `max_duration_seconds` bounds the audio length, and with it the wall time of probe + decode

@@ -14,21 +14,38 @@ import re
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
 from ..errors import SeparationError
-from ..request import OutputSettings
 from .ffmpeg import FFMPEG_QUIET, missing_tool_error, short_reason
 
 BLOCK_FRAMES = 1 << 20  # about 24 s at 44.1 kHz: 8 MiB of float32 stereo
+OUTPUT_FORMATS = ("wav", "mp3", "flac")
+WAV_BIT_DEPTHS = ("16", "24", "32-float")  # strings: the choices of one input, "32-float" among them
+MP3_BITRATES = (128, 192, 256, 320)  # kbit/s
+OUTPUT_SAMPLE_RATES = (44100, 48000)  # Hz
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    """How stems are written: a request's output inputs (`Request.output`, checked there). FLAC has no
+    float samples, so wav_bit_depth "32-float" gives 24-bit FLAC."""
+
+    output_format: str  # one of OUTPUT_FORMATS
+    sample_rate: int  # Hz, one of OUTPUT_SAMPLE_RATES
+    wav_bit_depth: str  # one of WAV_BIT_DEPTHS
+    mp3_bitrate: int  # kbit/s, constant bit rate, one of MP3_BITRATES
 
 
 def _pcm_bits(settings: OutputSettings) -> int | None:
     """Bits per integer sample of a WAV or FLAC file; None for float WAV and for MP3."""
-    if settings.format == "mp3" or (settings.format == "wav" and settings.wav_bit_depth == "32-float"):
+    if settings.output_format == "mp3" or (
+        settings.output_format == "wav" and settings.wav_bit_depth == "32-float"
+    ):
         return None
     return 16 if settings.wav_bit_depth == "16" else 24
 
@@ -39,7 +56,7 @@ def full_scale(settings: OutputSettings) -> float | None:
     bits = _pcm_bits(settings)
     if bits is not None:
         return (2 ** (bits - 1) - 1) / 2 ** (bits - 1)
-    return 1.0 if settings.format == "mp3" else None
+    return 1.0 if settings.output_format == "mp3" else None
 
 
 def _float_blocks(audio: np.ndarray, gain: float, limit: float | None) -> Iterator[np.ndarray]:
@@ -106,7 +123,9 @@ class Encoder:
 
 def open_encoder(path: Path, settings: OutputSettings) -> Encoder:
     """Start `path` in the format of `settings`, at its sample rate; an existing file is replaced."""
-    return _Mp3Encoder(path, settings) if settings.format == "mp3" else _SoundFileEncoder(path, settings)
+    return (
+        _Mp3Encoder(path, settings) if settings.output_format == "mp3" else _SoundFileEncoder(path, settings)
+    )
 
 
 class _SoundFileEncoder(Encoder):
@@ -116,7 +135,7 @@ class _SoundFileEncoder(Encoder):
         super().__init__(path, settings)
         self._bits = _pcm_bits(settings)
         subtype = "FLOAT" if self._bits is None else f"PCM_{self._bits}"
-        container = settings.format.upper()
+        container = settings.output_format.upper()
         self._file = sf.SoundFile(path, "w", settings.sample_rate, 2, subtype=subtype, format=container)
 
     def _write_frames(self, frames: np.ndarray) -> None:

@@ -152,7 +152,7 @@ class LoudnessMeter:
 
 
 @dataclass(frozen=True)
-class StemReport:
+class StemFigures:
     """How loud a returned stem is and whether it carries a part; None where the stem is digital silence."""
 
     peak_dbfs: float | None  # sample peak, dBFS
@@ -188,7 +188,7 @@ class StemMeter:
         self.loudness.add(block)
         self._peak = max(self._peak, sample_peak(block))
 
-    def report(self, mix_lufs: float | None) -> StemReport:
+    def figures(self, mix_lufs: float | None) -> StemFigures:
         """The figures of the stem scaled by the encoder's `gain`, active windows judged against the mix's
         `mix_lufs`."""
         peak = self._peak * self.gain
@@ -198,7 +198,7 @@ class StemMeter:
         else:
             threshold_lufs = max(mix_lufs - ACTIVE_BELOW_MIX_LU, ABSOLUTE_GATE_LUFS)
             active_fraction = float(np.mean(self.loudness.short_term_lufs(self.gain) >= threshold_lufs))
-        return StemReport(
+        return StemFigures(
             peak_dbfs=20.0 * math.log10(peak) if peak > 0 else None,
             loudness_lufs=loudness if math.isfinite(loudness) else None,
             active_fraction=active_fraction,
@@ -209,7 +209,7 @@ class StemMeter:
 def measure_mix(mix: np.ndarray, sample_rate: int) -> float:
     """Integrated loudness in LUFS of the decoded mix, float [2, samples], fed in views of MIX_BLOCK_FRAMES.
 
-    -inf for a silent mix (see LoudnessMeter.integrated_lufs); StemMeter.report takes it as no reference.
+    -inf for a silent mix (see LoudnessMeter.integrated_lufs); StemMeter.figures takes it as no reference.
     """
     meter = LoudnessMeter(sample_rate)
     for start in range(0, mix.shape[1], MIX_BLOCK_FRAMES):

@@ -30,8 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SettingsError
-from ..request import OutputSettings
-from .encoders import BLOCK_FRAMES, full_scale, open_encoder
+from .encoders import BLOCK_FRAMES, OutputSettings, full_scale, open_encoder
 from .samplerate import SAMPLE_RATE, StreamResampler
 from .stem_figures import StemMeter, sample_peak
 
@@ -101,8 +100,8 @@ class StemStream:
         self.abort()
 
     def write(self, block) -> None:
-        """Encode the stem's next float32 [2, n] block at SAMPLE_RATE; ValueError for a bad shape or
-        non-finite samples (then nothing of the block is written)."""
+        """Encode the stem's next float32 [2, n] block at SAMPLE_RATE (finite samples: the pipeline checks
+        each model's output); ValueError for a bad shape (then nothing of the block is written)."""
         audio = _checked_stem(block, self.stem_name)  # [2, n]
         self._frames_written += audio.shape[1]
         for start in range(0, audio.shape[1], BLOCK_FRAMES):
@@ -204,16 +203,12 @@ def _stem_path(stem_name: str, out_dir: Path, settings: OutputSettings) -> Path:
     """`out_dir/<stem_name>.<ext>`, creating out_dir."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    return out_dir / stem_file_name(stem_name, settings.format)
+    return out_dir / stem_file_name(stem_name, settings.output_format)
 
 
 def _checked_stem(stem, stem_name: str) -> np.ndarray:
-    """float32 [2, samples] view of `stem`; ValueError for a bad shape or non-finite samples (checked
-    BLOCK_FRAMES at a time: no stem-sized mask)."""
+    """float32 [2, samples] view of `stem`; ValueError for a bad shape."""
     audio = np.asarray(stem, dtype=np.float32)
     if audio.ndim != 2 or audio.shape[0] != 2:
         raise ValueError(f"stem {stem_name!r} must be [2, samples], got shape {list(audio.shape)}")
-    for start in range(0, audio.shape[1], BLOCK_FRAMES):
-        if not np.isfinite(audio[:, start : start + BLOCK_FRAMES]).all():
-            raise ValueError(f"stem {stem_name!r} contains NaN or infinite samples")
     return audio

@@ -1,7 +1,7 @@
 """What every model type provides: a spec parsed from the stem plan, and a loaded model that yields stems.
 
 A model type is a `ModelSpec` subclass (registered in `registry.py` under the plan's `type:` name) whose
-`build` returns an object with the `SeparationModel` interface. Its `separate` is a generator: it yields
+`build` returns an object with the `LoadedModel` interface. Its `separate` is a generator: it yields
 `Progress` as work finishes and `StemSpan`s as parts of its stems become final, in track order, each sample
 of each stem exactly once (a chunked model yields many spans, a whole-track model such as Demucs one per
 stem or group of stems). The pipeline hands spans to the stem writer and progress to the reporter; models
@@ -19,9 +19,29 @@ from typing import Any, ClassVar, Protocol
 import torch
 
 from ..errors import SettingsError
-from ..request import SeparationSettings
 
 LOAD_TIMES = ("setup", "lazy")  # setup: when the server starts; lazy: on first use, then kept
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What a request sets for the models it runs (`Request.run_options`).
+
+    chunk_samples, overlap_samples: the chunking of a model that runs at the request's (samples at
+    SAMPLE_RATE); batch_size: chunks or segments per forward pass, None for each model's own; precision:
+    one of `chunking.PRECISIONS`.
+    """
+
+    chunk_samples: int
+    overlap_samples: int
+    batch_size: int | None
+    precision: str
+
+
+def check_batch_size(batch_size: object, where: str) -> None:
+    """SettingsError unless batch_size is an integer >= 1 (chunks or segments per forward pass)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise SettingsError(f"{where}: batch_size must be an integer >= 1, got {batch_size!r}")
 
 
 @dataclass(frozen=True)
@@ -40,13 +60,13 @@ class StemSpan:
     stems: Mapping[str, torch.Tensor]
 
 
-class SeparationModel(Protocol):
-    """A loaded model of the plan."""
+class LoadedModel(Protocol):
+    """A model of the plan, loaded."""
 
     def separate(
-        self, mix: torch.Tensor, stems: Sequence[str], settings: SeparationSettings
+        self, mix: torch.Tensor, stem_names: Sequence[str], options: RunOptions
     ) -> Iterator[Progress | StemSpan]:
-        """mix: float32 [2, samples] CPU at SAMPLE_RATE -> the wanted `stems`, yielded as spans."""
+        """mix: float32 [2, samples] CPU at SAMPLE_RATE -> the wanted stems, yielded as spans."""
         ...
 
 
@@ -85,19 +105,18 @@ class ModelSpec:
         resolve paths and read their configs (once). SettingsError for a bad value."""
         return entry
 
-    def stem_names(self) -> tuple[str, ...] | None:
-        """The stems the model gives, where they are known without loading it (a plan that asks for another
-        then fails when it is loaded); None where only the loaded model knows (its load checks)."""
-        return None
+    def stem_names(self) -> tuple[str, ...]:
+        """The stems the model gives, known without loading it (the plan checks its modes against them)."""
+        raise NotImplementedError
 
     def weight_files(self, weights_dir: Path) -> list[str]:
         """The files this model loads, relative to the weights folder (a weights manifest lists them)."""
         raise NotImplementedError
 
-    def check_request(self, stems: Sequence[str], settings: SeparationSettings) -> None:
-        """SettingsError where a request for `stems` with `settings` cannot run on this model (before any
-        model loads); here nothing to check."""
+    def check_request(self, stem_names: Sequence[str], options: RunOptions) -> None:
+        """SettingsError where a request for these stems with these options cannot run on this model
+        (before any model loads); here nothing to check."""
 
-    def build(self, weights_dir: Path, device: torch.device) -> SeparationModel:
+    def build(self, weights_dir: Path, device: torch.device) -> LoadedModel:
         """Load the model from the weights folder onto `device`."""
         raise NotImplementedError

@@ -37,11 +37,21 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..audio.samplerate import SAMPLE_RATE
 from ..errors import SettingsError
-from ..request import check_batch_size, check_chunking
 from .base import Progress
 
 CROSSFADE_RAMP_FRACTION = 0.1  # each ramp of a crossfade lasts this fraction of the overlap
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")  # auto: fp16 autocast on CUDA, fp32 on the CPU
+
+
+def check_chunking(chunk_samples: int, overlap_samples: int) -> None:
+    """SettingsError unless 0 <= overlap < chunk: the engine needs a step between chunk starts."""
+    if not 0 <= overlap_samples < chunk_samples:
+        raise SettingsError(
+            f"overlap ({overlap_samples / SAMPLE_RATE:g} s) must be below chunk_size "
+            f"({chunk_samples / SAMPLE_RATE:g} s) and not negative"
+        )
 
 
 def crossfade(fade_samples: int) -> torch.Tensor:
@@ -109,8 +119,7 @@ def pad_reflect_then_zero(waveform: torch.Tensor, left: int, right: int) -> torc
 
 
 def autocast_context(device: torch.device, precision: str):
-    """The autocast region for a precision of settings.PRECISIONS: fp16 on CUDA by default, fp32 on CPU by
-    default."""
+    """The autocast region of a precision of PRECISIONS: fp16 on CUDA by default, fp32 on CPU by default."""
     if precision == "auto":
         precision = "fp16" if device.type == "cuda" else "fp32"
     if precision == "fp32":
@@ -192,17 +201,16 @@ def separate_chunked(
     device: str | torch.device,
     chunk_samples: int,
     overlap_samples: int,
-    batch_size: int = 4,
-    precision: str = "auto",
+    batch_size: int,
+    precision: str,
 ) -> Iterator[Progress | FinalBlock]:
     """Apply `model` ([batch, channels, samples] -> [batch, stems, channels, samples]) to a track.
 
     waveform: [channels, samples] float32 on the CPU. Yields, in order, `Progress(0, chunks)` at once,
     then after every batch of chunks `Progress(done, chunks)` and the `FinalBlock`s that batch made final:
-    contiguous spans that cover every sample of the track once, in order.
+    contiguous spans that cover every sample of the track once, in order. The chunking and batch size
+    are the ones the request and the plan checked (`check_chunking`, `base.check_batch_size`).
     """
-    check_chunking(chunk_samples, overlap_samples)
-    check_batch_size(batch_size)
     device = torch.device(device)
     num_samples = waveform.shape[-1]
     if num_samples == 0:

@@ -122,6 +122,15 @@ def _weight_file(entry: object, manifest: Path) -> WeightFile:
     )
 
 
+def model_terms(path: Path = MANIFEST_PATH) -> dict[str, str]:
+    """{model: the short label of its weights' terms} from the manifest's `models:` section."""
+    document = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    models = document.get("models") if isinstance(document, dict) else None
+    if not isinstance(models, dict):
+        raise WeightsError(f"weights manifest {path}: expected a 'models:' mapping of terms labels")
+    return {model: str(entry["terms"]) for model, entry in models.items()}
+
+
 def select_models(files: Sequence[WeightFile], models: Sequence[str]) -> list[WeightFile]:
     """The files used by any of `models`; an unknown model name raises WeightsError."""
     known = sorted({file.model for file in files})

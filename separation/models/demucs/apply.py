@@ -33,15 +33,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from demucs.utils import center_trim
 
 from ...errors import AudioError, SettingsError, WeightsError
-from ...request import check_batch_size
-from ..base import Progress, StemSpan
+from ..base import Progress, RunOptions, StemSpan
 from .bag import load_bag
+
+if TYPE_CHECKING:
+    from .spec import DemucsSpec
 
 SHIFT_RANGE_SECONDS = 0.5  # apply_model shifts the track by a random offset in [0, 0.5 s] per shift
 NORMALISATION_EPSILON = 1e-8  # added to the standard deviation, as in demucs.api
@@ -140,16 +143,6 @@ class _NormalisedTrack:
         return F.pad(inside, (first - start, start + length - last))[None]
 
 
-def _check_settings(shifts: int, overlap: float, seed: int) -> None:
-    """SettingsError naming the first unusable value."""
-    if isinstance(shifts, bool) or not isinstance(shifts, int) or shifts < 0:
-        raise SettingsError(f"shifts must be an integer >= 0, got {shifts!r}")
-    if isinstance(overlap, bool) or not isinstance(overlap, (int, float)) or not 0 <= overlap < 1:
-        raise SettingsError(f"overlap must be a number in [0, 1), got {overlap!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise SettingsError(f"seed must be an integer, got {seed!r}")
-
-
 def _check_mix(mix: object, channels: int) -> None:
     """AudioError unless `mix` is a float32 tensor [channels, samples] with at least 2 samples (decoding
     has checked its samples are finite)."""
@@ -162,57 +155,31 @@ def _check_mix(mix: object, channels: int) -> None:
         raise AudioError(f"the audio has {mix.shape[1]} sample(s); Demucs needs at least 2")
 
 
-class DemucsSeparator:
-    """One Demucs bag, loaded from `bag_dir` onto `device`, applied as demucs.api applies it.
+class DemucsModel:
+    """A Demucs bag of the plan (`spec`), loaded from the weights folder onto `device`, applied as demucs.api
+    applies it.
 
-    `shifts` and `overlap` mean what `demucs.apply.apply_model`'s arguments mean; `seed` seeds the shift
-    offsets so the same request gives the same output. The bag stays on `device`; the track and the
-    outputs stay in host memory, and only segments go to the device.
+    The spec's `shifts` and `overlap_fraction` mean what `demucs.apply.apply_model`'s `shifts` and
+    `overlap` mean; its `seed` seeds the shift offsets so the same request gives the same output. The bag
+    stays on `device`; the track and the outputs stay in host memory, and only segments go to the device.
     """
 
-    def __init__(
-        self,
-        bag_dir: Path,
-        name: str,
-        device: torch.device | str,
-        *,
-        shifts: int = 1,
-        overlap: float = 0.25,
-        seed: int = 0,
-    ) -> None:
-        _check_settings(shifts, overlap, seed)
-        try:
-            self.device = torch.device(device)
-        except (RuntimeError, TypeError) as exc:
-            raise SettingsError(f"unknown device {device!r}") from exc
-        self.name = name
-        self.shifts = shifts
-        self.overlap = float(overlap)
-        self.seed = seed
-        self.bag = load_bag(name, Path(bag_dir), self.device)
+    def __init__(self, spec: DemucsSpec, weights_dir: Path, device: torch.device) -> None:
+        self.spec, self.device = spec, torch.device(device)
+        self.bag = load_bag(spec.bag, Path(weights_dir) / spec.folder, self.device)
+        if list(self.bag.sources) != list(spec.sources):
+            raise WeightsError(
+                f"Demucs bag '{spec.bag}' gives {', '.join(self.bag.sources)}; the plan's model {spec.name} "
+                f"says {', '.join(spec.sources)}"
+            )
+        self.shifts, self.overlap, self.seed = spec.shifts, spec.overlap_fraction, spec.seed
         # The seeded use of the process-wide `random` must not interleave between threads.
         self._lock = threading.Lock()
 
-    def _source_indices(self, wanted: Sequence[str]) -> list[int]:
-        """Indices into `bag.sources` of the wanted sources, in request order, without repeats."""
-        bag, name = self.bag, self.name
-        if isinstance(wanted, str) or not wanted:
-            raise SettingsError(f"ask for a non-empty list of sources of '{name}': {', '.join(bag.sources)}")
-        unknown = [source for source in wanted if source not in bag.sources]
-        if unknown:
-            raise SettingsError(
-                f"'{name}' has no source {', '.join(map(repr, unknown))}; it has {', '.join(bag.sources)}"
-            )
-        indices = [bag.sources.index(source) for source in dict.fromkeys(wanted)]
-        for k in indices:
-            if all(weights[k] == 0 for weights in bag.weights):
-                raise WeightsError(f"bag '{name}' gives source {bag.sources[k]} weight 0 in every model")
-        return indices
-
     def separate(
-        self, mix: torch.Tensor, wanted: Sequence[str], batch_size: int = 1
+        self, mix: torch.Tensor, stem_names: Sequence[str], options: RunOptions
     ) -> Iterator[Progress | StemSpan]:
-        """Separate `mix` with the bag, yielding the wanted sources only.
+        """Separate `mix` with the bag, yielding the wanted sources only (names the plan checked).
 
         mix: float32 [2, samples] at 44.1 kHz (moved to the CPU if it is elsewhere). Yields `Progress` after
         every segment, and each wanted source as one whole `StemSpan` (float32 [2, samples] on the CPU) as
@@ -220,14 +187,20 @@ class DemucsSeparator:
         needed. `total` is fixed up front: the segments of all sub-models that run, counting for each shift
         the segment its random offset may add; where an offset spares it, `done` skips ahead when that
         sub-model finishes, and the last Progress has done == total. Closing the generator stops the
-        separation before the next forward pass. `batch_size` segments of equal length go through the
-        model in one forward pass: it sets speed and device memory, not the output (equal to one segment at
-        a time up to float rounding).
+        separation before the next forward pass. The batch size (the request's, else the spec's) is how
+        many segments of equal length go through the model in one forward pass: it sets speed and device
+        memory, not the output (equal to one segment at a time up to float rounding).
         """
-        check_batch_size(batch_size)
-        source_indices = self._source_indices(wanted)
-        _check_mix(mix, self.bag.audio_channels)
+        bag = self.bag
+        source_indices = [bag.sources.index(source) for source in dict.fromkeys(stem_names)]
+        for k in source_indices:
+            if all(weights[k] == 0 for weights in bag.weights):
+                raise WeightsError(
+                    f"bag '{self.spec.bag}' gives source {bag.sources[k]} weight 0 in every model"
+                )
+        _check_mix(mix, bag.audio_channels)
         track = _NormalisedTrack.of(mix.cpu())  # [channels, samples]
+        batch_size = options.batch_size or self.spec.batch_size
         with self._lock, _seeded_python_random(self.seed):
             yield from self._apply_bag(track, source_indices, batch_size)
 

@@ -15,6 +15,11 @@ import torch
 if TYPE_CHECKING:
     from .bs_roformer import Attention, BSRoformer, FeedForward, MaskEstimator, Transformer
 
+# What one forward pass of a model may allocate (chunk x batch x the model's geometry, estimated in fp32): a
+# T4's 16 GB less the loaded models, and what a 16 GB laptop can give the command line. A request whose
+# chunk and batch size need more is refused before any model loads, naming a batch size that fits.
+MAX_FORWARD_BYTES = 12 * 2**30
+
 # What the mask heads of one forward pass may hold at once (masks, masked spectra, iSTFT buffers): the
 # heads run in groups that fit, at least one head per group. A head's buffers scale with batch x chunk,
 # like the trunk's activations; grouping them costs no arithmetic (each head's work is the same), and

@@ -18,12 +18,11 @@ import torch
 
 from ...audio.samplerate import SAMPLE_RATE
 from ...errors import SettingsError
-from ...request import MAX_FORWARD_BYTES, SeparationSettings, check_batch_size, check_chunking
-from ..base import ModelSpec, Progress, StemSpan
-from ..chunking import separate_chunked
+from ..base import ModelSpec, Progress, RunOptions, StemSpan, check_batch_size
+from ..chunking import check_chunking, separate_chunked
 from .bs_roformer import BSRoformer
 from .checkpoint import RoformerCheckpoint, load_config
-from .memory import forward_bytes
+from .memory import MAX_FORWARD_BYTES, forward_bytes
 
 CHUNKINGS = ("request", "config")  # whose chunk length and overlap the model runs at
 
@@ -49,12 +48,13 @@ class RoformerSpec(ModelSpec):
         entry["config"] = plan_dir / entry["config"]
         entry["settings"] = settings = load_config(entry["config"])
         inference = settings.get("inference", {})
+        where = f"model {name!r}, `inference` of {entry['config']}"
         if entry.get("chunking", "config") == "config":
             try:
                 check_chunking(inference.get("chunk_samples", 0), inference.get("overlap_samples", 0))
             except SettingsError as error:
-                raise SettingsError(f"model {name!r}, `inference` of {entry['config']}: {error}") from None
-        check_batch_size(inference.get("batch_size"))
+                raise SettingsError(f"{where}: {error}") from None
+        check_batch_size(inference.get("batch_size"), where)
         return entry
 
     def stem_names(self) -> tuple[str, ...]:
@@ -63,26 +63,26 @@ class RoformerSpec(ModelSpec):
     def weight_files(self, weights_dir: Path) -> list[str]:
         return [self.checkpoint]
 
-    def chunking_samples(self, settings: SeparationSettings) -> tuple[int, int]:
+    def chunking_samples(self, options: RunOptions) -> tuple[int, int]:
         """(chunk_samples, overlap_samples) this model runs a request at."""
         if self.chunking == "request":
-            return settings.chunk_samples, settings.overlap_samples
+            return options.chunk_samples, options.overlap_samples
         inference = self.settings["inference"]
         return inference["chunk_samples"], inference["overlap_samples"]
 
-    def batch_size(self, settings: SeparationSettings) -> int:
+    def batch_size(self, options: RunOptions) -> int:
         """Chunks per forward pass: the request's, else the config's."""
-        return settings.batch_size or self.settings["inference"]["batch_size"]
+        return options.batch_size or self.settings["inference"]["batch_size"]
 
-    def check_request(self, stems: Sequence[str], settings: SeparationSettings) -> None:
+    def check_request(self, stem_names: Sequence[str], options: RunOptions) -> None:
         """SettingsError where one forward pass at the request's chunk and batch size would allocate more
         than MAX_FORWARD_BYTES (estimated in fp32, the larger precision), naming a batch size that fits."""
-        chunk_samples, _ = self.chunking_samples(settings)
-        batch_size = self.batch_size(settings)
+        chunk_samples, _ = self.chunking_samples(options)
+        batch_size = self.batch_size(options)
         model = _meta_model(self.config, self.settings["model"])
 
         def bytes_at(batch: int) -> int:
-            return forward_bytes(model, batch, chunk_samples, len(stems), torch.float32, "cuda")
+            return forward_bytes(model, batch, chunk_samples, len(stem_names), torch.float32, "cuda")
 
         if bytes_at(batch_size) <= MAX_FORWARD_BYTES:
             return
@@ -111,25 +111,25 @@ class RoformerModel:
         )
 
     def separate(
-        self, mix: torch.Tensor, stems: Sequence[str], settings: SeparationSettings
+        self, mix: torch.Tensor, stem_names: Sequence[str], options: RunOptions
     ) -> Iterator[Progress | StemSpan]:
         """mix: float32 [2, samples] CPU -> spans of the wanted stems, computing only their mask heads."""
-        heads = [self.spec.stem_names().index(stem) for stem in stems]
+        heads = [self.spec.stem_names().index(stem) for stem in stem_names]
         self.checkpoint.ensure_heads(heads)
-        chunk_samples, overlap_samples = self.spec.chunking_samples(settings)
+        chunk_samples, overlap_samples = self.spec.chunking_samples(options)
         for event in separate_chunked(
             partial(self.checkpoint.model, heads=heads),
             mix,
             self.device,
             chunk_samples,
             overlap_samples,
-            self.spec.batch_size(settings),
-            settings.precision,
+            self.spec.batch_size(options),
+            options.precision,
         ):
             if isinstance(event, Progress):
                 yield event
             else:  # event.block: [stems, 2, n]
-                yield StemSpan(event.first_sample, dict(zip(stems, event.block, strict=True)))
+                yield StemSpan(event.first_sample, dict(zip(stem_names, event.block, strict=True)))
 
 
 _META_MODELS: dict[Path, BSRoformer] = {}  # config -> its model on the meta device

@@ -16,8 +16,8 @@ from separation.audio.stem_figures import (
     PRESENT_MIN_ACTIVE_FRACTION,
     SHORT_TERM_WINDOW_SECONDS,
     LoudnessMeter,
+    StemFigures,
     StemMeter,
-    StemReport,
     measure_mix,
 )
 
@@ -92,7 +92,7 @@ def test_full_scale_997_hz_sine_reads_as_bs1770_says(sample_rate):
     # channels add power: the same sine in both reads 10·log10(2) = 3.01 LU louder, about 0 LUFS
     assert both_channels - one_channel == pytest.approx(10 * math.log10(2), abs=1e-9)
     assert both_channels == pytest.approx(0.0, abs=0.1)
-    assert fed(sine(10.0, sample_rate, (1.0, 1.0)), sample_rate).report(
+    assert fed(sine(10.0, sample_rate, (1.0, 1.0)), sample_rate).figures(
         both_channels
     ).peak_dbfs == pytest.approx(0.0, abs=1e-6)
 
@@ -110,12 +110,12 @@ def test_figures_do_not_depend_on_block_sizes(sample_rate):
         cut.loudness.short_term_lufs(), whole.loudness.short_term_lufs(), rtol=0, atol=1e-9
     )
     assert cut.loudness.integrated_lufs() == pytest.approx(whole.loudness.integrated_lufs(), abs=1e-9)
-    assert cut.report(mix_lufs) == whole.report(mix_lufs)
+    assert cut.figures(mix_lufs) == whole.figures(mix_lufs)
 
 
 def test_silent_stem_reports_none_and_absent():
-    report = fed(np.zeros((2, 441_000), np.float32), 44100).report(mix_lufs=-14.0)
-    assert report == StemReport(peak_dbfs=None, loudness_lufs=None, active_fraction=0.0, present=False)
+    report = fed(np.zeros((2, 441_000), np.float32), 44100).figures(mix_lufs=-14.0)
+    assert report == StemFigures(peak_dbfs=None, loudness_lufs=None, active_fraction=0.0, present=False)
     assert json.loads(json.dumps(report.as_dict(), allow_nan=False)) == {
         "peak_dbfs": None,
         "loudness_lufs": None,
@@ -126,7 +126,7 @@ def test_silent_stem_reports_none_and_absent():
 
 def test_stem_below_the_absolute_gate_has_no_loudness_but_a_peak():
     stem = sine(10.0, 44100, (1e-4, 1e-4))  # -80 dBFS: below -70 LUFS
-    report = fed(stem, 44100).report(mix_lufs=-14.0)
+    report = fed(stem, 44100).figures(mix_lufs=-14.0)
     assert report.loudness_lufs is None
     assert report.peak_dbfs == pytest.approx(-80.0, abs=1e-3)
     assert not report.present
@@ -139,7 +139,7 @@ def test_stem_active_in_the_first_tenth_of_the_track():
     mix_lufs = measure_mix(mix, sample_rate)
     stem = mix * np.float32(10 ** (-45 / 20))  # bleed, 45 dB down: never active
     stem[:, : round(0.1 * seconds * sample_rate)] = mix[:, : round(0.1 * seconds * sample_rate)]
-    report = fed(stem, sample_rate).report(mix_lufs)
+    report = fed(stem, sample_rate).figures(mix_lufs)
     assert report.active_fraction == pytest.approx(0.1, abs=SHORT_TERM_WINDOW_SECONDS / seconds)
     assert report.present == (0.1 >= PRESENT_MIN_ACTIVE_FRACTION)
     assert report.present
@@ -152,7 +152,7 @@ def test_stem_active_in_the_first_tenth_of_the_track():
 def test_active_within_the_threshold_below_the_mix(below_mix_db, active_fraction, present):
     mix = sine(20.0, 44100, (0.5, 0.5))
     stem = mix * np.float32(10 ** (-below_mix_db / 20))
-    report = fed(stem, 44100).report(measure_mix(mix, 44100))
+    report = fed(stem, 44100).figures(measure_mix(mix, 44100))
     assert (report.active_fraction, report.present) == (active_fraction, present)
 
 
@@ -163,11 +163,11 @@ def test_gain_gives_the_figures_of_the_scaled_stem(gain):
     mix_lufs = measure_mix(mix, sample_rate)
     stem = mix * np.float32(1.2)  # a stem that clips; the writer scales it by `gain`
     meter = fed(stem, sample_rate, random_block_sizes(stem.shape[1], seed=6))
-    plain = meter.report(mix_lufs)
+    plain = meter.figures(mix_lufs)
     meter.gain = gain  # as the encoder sets it once it has seen the whole stem
-    report = meter.report(mix_lufs)
+    report = meter.figures(mix_lufs)
     scaled = fed(stem.astype(np.float64) * gain, sample_rate)
-    for got, expected in zip(vars(report).values(), vars(scaled.report(mix_lufs)).values(), strict=True):
+    for got, expected in zip(vars(report).values(), vars(scaled.figures(mix_lufs)).values(), strict=True):
         assert got == pytest.approx(expected, abs=1e-9)
     if gain > 0.1:  # far from the absolute gate: only the level moves
         shift_db = 20 * math.log10(gain)
@@ -182,7 +182,7 @@ def test_silent_mix_makes_no_stem_present():
     assert mix_lufs == -math.inf
     loud = fed(music(10.0, 44100), 44100)
     for reference in (mix_lufs, None):
-        report = loud.report(reference)
+        report = loud.figures(reference)
         assert (report.active_fraction, report.present) == (0.0, False)
         assert report.loudness_lufs is not None
         json.dumps(report.as_dict(), allow_nan=False)
@@ -192,11 +192,11 @@ def test_silent_mix_makes_no_stem_present():
 def test_shorter_than_a_gating_block_has_no_loudness(samples):
     meter = fed(sine(1.0, 44100, (0.5, 0.5))[:, :samples], 44100)
     assert meter.loudness.integrated_lufs() == -math.inf
-    assert meter.report(-14.0).loudness_lufs is None
+    assert meter.figures(-14.0).loudness_lufs is None
 
 
 def test_as_dict_is_rounded_json():
-    report = StemReport(peak_dbfs=-0.123456, loudness_lufs=-14.98765, active_fraction=0.123456, present=True)
+    report = StemFigures(peak_dbfs=-0.123456, loudness_lufs=-14.98765, active_fraction=0.123456, present=True)
     assert json.dumps(report.as_dict(), allow_nan=False) == (
         '{"peak_dbfs": -0.12, "loudness_lufs": -14.99, "active_fraction": 0.1235, "present": true}'
     )
