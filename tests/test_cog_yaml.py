@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 
 import jsonschema
 import pytest
@@ -53,15 +54,30 @@ def test_build_run_is_generated_from_the_manifest(cog_config):
 
 
 def test_every_manifest_file_has_exactly_one_checked_run_line(cog_config):
+    """Each file's line ends with its sha256 check; a download line tries its URLs in the manifest's order,
+    checking each download, and never the unconfirmed mirrors."""
     lines = cog_config["build"]["run"]
     for file in load_manifest():
         destination = f"/weights/{file.target}"
         (line,) = [line for line in lines if f" {destination} " in line]
-        assert f"'{file.sha256}  {destination}' | sha256sum --check --strict -" in line
+        assert line.endswith(
+            f"'{file.sha256}  {destination}' | sha256sum --check --strict -"
+            + (
+                ""
+                if file.package_file
+                else f" || {{ echo {shlex.quote(_none_message(file))} >&2; false; }}; }}"
+            )
+        )
         if file.package_file is None:
-            assert all(url in line for url in file.urls)
+            assert f"for url in {' '.join(file.urls)}; do" in line
+            assert f"'{file.sha256}  {destination}.part' | sha256sum --check --strict -" in line
+            assert not any(mirror.url in line for mirror in file.unconfirmed_mirrors)
         else:
             assert file.package_file.partition("/")[2] in line
+
+
+def _none_message(file) -> str:
+    return f"weights: none of the {len(file.urls)} URLs of {file.target} gave its sha256"
 
 
 def test_cog_build_steps_prints_the_run_list(capsys):

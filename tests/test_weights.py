@@ -1,93 +1,37 @@
-"""Weight manifest, verified resumable downloads, `verify`, `list` and the CLI, against a local server."""
+"""Verified resumable downloads, `verify`, `list` and the CLI, against a local server (file_server)."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
+from fixtures.file_server import ServerState, closed_port, serving
 from separation.errors import WeightsError
 from separation.weights import command as weights
 from separation.weights import manifest
-from separation.weights.command import build_commands
-from separation.weights.download import fetch
-from separation.weights.manifest import REPO_ROOT, WeightFile, load_manifest, verify
+from separation.weights.download import DownloadError, fetch
+from separation.weights.manifest import REPO_ROOT, WeightFile, model_terms, verify
 
 DEMUCS_REMOTE_COPIES = REPO_ROOT / "tests" / "data" / "demucs_remote"
 CONTENT = bytes(range(256)) * 1200  # 307,200 bytes, several socket writes
 FAST = {"progress": False, "backoff_seconds": 0.0, "timeout_seconds": 10.0}
 
 
-@dataclass
-class ServerState:
-    """What the test server serves and what it saw."""
-
-    files: dict[str, bytes] = field(default_factory=dict)
-    requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range header)
-    drops: list[int] = field(default_factory=list)  # per request, in order: close after this many body bytes
-    ignore_range: bool = False
-    midway: Callable[[], None] | None = None  # called after half of a body has been sent
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """GET with `Range: bytes=N-` support; HTTP/1.0, so the connection closes after each response."""
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
-        state: ServerState = self.server.state
-        range_header = self.headers.get("Range")
-        state.requests.append((self.path, range_header))
-        body = state.files.get(self.path)
-        if body is None:
-            self.send_error(404, "Not Found")
-            return
-        start = 0
-        if range_header and not state.ignore_range:
-            start = int(re.fullmatch(r"bytes=(\d+)-", range_header).group(1))
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-        else:
-            self.send_response(200)
-        self.send_header("Content-Length", str(len(body) - start))
-        self.end_headers()
-        payload = body[start:]
-        if state.drops:
-            payload = payload[: state.drops.pop(0)]
-        half = len(payload) // 2
-        self.wfile.write(payload[:half])
-        self.wfile.flush()
-        if state.midway is not None:
-            state.midway()
-        self.wfile.write(payload[half:])
-
-    def log_message(self, *args: object) -> None:
-        """Keep the test output quiet."""
-
-
 @pytest.fixture
 def server() -> Iterator[tuple[str, ServerState]]:
     """A local HTTP server in a thread: yields (base URL, state)."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.state = ServerState()
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", httpd.state
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
+    with serving() as running:
+        yield running
 
 
 def _sha256(data: bytes) -> str:
@@ -95,7 +39,7 @@ def _sha256(data: bytes) -> str:
 
 
 def _entry(target: str, content: bytes, *urls: str, sha256: str | None = None) -> WeightFile:
-    """A manifest entry for `content` served at `urls`."""
+    """A manifest entry for `content` served at `urls` (one URL comes with its single_host reason)."""
     return WeightFile(
         target=target,
         size=len(content),
@@ -105,6 +49,7 @@ def _entry(target: str, content: bytes, *urls: str, sha256: str | None = None) -
         model="test_model",
         source="test",
         terms="test",
+        single_host="a test serves it from one place" if len(urls) == 1 else None,
     )
 
 
@@ -124,13 +69,16 @@ def _package_entry(package_file: str, target: str) -> WeightFile:
 
 
 def _write_manifest(path: Path, files: list[WeightFile]) -> Path:
-    """Write `files` as a manifest YAML that load_manifest reads back."""
+    """Write `files` as a manifest YAML that load_manifest reads back, every model labelled none-stated."""
     entries = []
     for file in files:
         entry = {"target": file.target, "model": file.model, "size": file.size, "sha256": file.sha256}
         entry.update({"urls": list(file.urls)} if file.urls else {"package_file": file.package_file})
+        if file.single_host is not None:
+            entry["single_host"] = file.single_host
         entries.append({**entry, "source": file.source, "terms": file.terms})
-    path.write_text(yaml.safe_dump({"files": entries}), encoding="utf-8")
+    models = {file.model: {"terms": "none-stated"} for file in files}
+    path.write_text(yaml.safe_dump({"models": models, "files": entries}), encoding="utf-8")
     return path
 
 
@@ -143,13 +91,6 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=60,
     )
-
-
-def _closed_port() -> int:
-    """A local port that nothing listens on (connections are refused)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 # --- downloads -------------------------------------------------------------------------------------
@@ -235,6 +176,7 @@ def test_fetch_gives_up_after_attempts_without_progress(server, tmp_path):
     with pytest.raises(WeightsError, match=r"closed after 0 of 307200 bytes"):
         fetch(tmp_path, [_entry("model.ckpt", CONTENT, f"{base}/model.ckpt")], attempts=3, **FAST)
     assert len(state.requests) == 3
+    assert list(tmp_path.iterdir()) == []  # neither the target nor a part file
 
 
 def test_fetch_rejects_a_file_of_the_wrong_announced_size(server, tmp_path):
@@ -250,7 +192,9 @@ def test_fetch_404_names_the_url(server, tmp_path):
     base, state = server
     url = f"{base}/missing.ckpt"
 
-    with pytest.raises(WeightsError, match=rf"cannot download {re.escape(url)}: HTTP 404"):
+    with pytest.raises(
+        WeightsError, match=rf"^cannot download model.ckpt from {re.escape(url)}: HTTP 404 Not Found$"
+    ):
         fetch(tmp_path, [_entry("model.ckpt", CONTENT, url)], **FAST)
     assert len(state.requests) == 1  # a 404 is not retried
 
@@ -263,6 +207,81 @@ def test_fetch_tries_urls_in_order(server, tmp_path):
 
     assert (tmp_path / "model.ckpt").read_bytes() == CONTENT
     assert [path for path, _ in state.requests] == ["/gone.ckpt", "/mirror/model.ckpt"]
+
+
+def test_fetch_skips_a_host_serving_other_bytes(server, tmp_path):
+    base, state = server
+    state.files["/wrong.ckpt"] = CONTENT[::-1]  # same size, other bytes
+    state.files["/right.ckpt"] = CONTENT
+
+    fetch(tmp_path, [_entry("model.ckpt", CONTENT, f"{base}/wrong.ckpt", f"{base}/right.ckpt")], **FAST)
+
+    assert (tmp_path / "model.ckpt").read_bytes() == CONTENT
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.ckpt"]
+
+
+def test_fetch_starts_afresh_on_the_next_host_after_a_failed_one(server, tmp_path):
+    """The bytes a failing host sent are not resumed from another host: each URL is judged on its own."""
+    base, state = server
+    state.files["/flaky.ckpt"] = CONTENT
+    state.files["/mirror.ckpt"] = CONTENT
+    state.drops = [1000, 0]  # the flaky host sends 1000 bytes, then nothing: no progress on the retry
+    file = _entry("model.ckpt", CONTENT, f"{base}/flaky.ckpt", f"{base}/mirror.ckpt")
+
+    fetch(tmp_path, [file], attempts=1, **FAST)
+
+    assert (tmp_path / "model.ckpt").read_bytes() == CONTENT
+    assert state.requests == [("/flaky.ckpt", None), ("/flaky.ckpt", "bytes=1000-"), ("/mirror.ckpt", None)]
+
+
+def test_fetch_names_what_each_url_answered_and_leaves_no_partial_file(server, tmp_path):
+    base, state = server
+    state.files["/wrong.ckpt"] = CONTENT[::-1]
+    state.files["/longer.ckpt"] = CONTENT + b"extra"
+    state.files["/dropping.ckpt"] = CONTENT
+    state.drops = [5000, 0, 0]  # some bytes, then twice nothing: the attempts (2) run out
+    refused = f"http://127.0.0.1:{closed_port()}/model.ckpt"
+    urls = [
+        f"{base}/dropping.ckpt",
+        f"{base}/gone.ckpt",
+        refused,
+        f"{base}/wrong.ckpt",
+        f"{base}/longer.ckpt",
+    ]
+
+    with pytest.raises(DownloadError) as caught:
+        fetch(tmp_path, [_entry("model.ckpt", CONTENT, *urls)], attempts=2, **FAST)
+
+    answers = [
+        "the connection closed after 5000 of 307200 bytes",
+        "HTTP 404 Not Found",
+        "Connection refused (no network?)",
+        f"it serves other bytes (sha256 is {_sha256(CONTENT[::-1])}, expected {_sha256(CONTENT)})",
+        "the server announces 307205 bytes, the manifest expects 307200",
+    ]
+    expected = [
+        f"cannot download model.ckpt from {url}: {answer}" for url, answer in zip(urls, answers, strict=True)
+    ]
+    assert caught.value.lines == expected and str(caught.value).splitlines() == expected
+    assert list(tmp_path.iterdir()) == []  # neither the target nor a part file
+
+
+def test_cli_fetch_prints_one_error_line_per_url(server, tmp_path, capsys):
+    base, state = server
+    state.files["/wrong.ckpt"] = CONTENT[::-1]
+    urls = [f"{base}/gone.ckpt", f"{base}/wrong.ckpt"]
+    (tmp_path / "w").mkdir()
+    _write_manifest(tmp_path / "w" / "weights.yaml", [_entry("model.ckpt", CONTENT, *urls)])
+
+    assert weights.main(["fetch", "--dir", str(tmp_path / "w")]) == 1
+
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]  # no bars
+    assert lines[0] == f"error: cannot download model.ckpt from {urls[0]}: HTTP 404 Not Found"
+    assert lines[1].startswith(
+        f"error: cannot download model.ckpt from {urls[1]}: it serves other bytes (sha256"
+    )
+    assert len(lines) == 2
+    assert sorted(p.name for p in (tmp_path / "w").iterdir()) == ["weights.yaml"]
 
 
 def test_fetch_skips_good_files_and_replaces_corrupt_ones(server, tmp_path):
@@ -374,7 +393,7 @@ def test_cli_unknown_model_is_one_line(tmp_path, capsys):
 @pytest.mark.parametrize("reason", ["unreachable", "404"])
 def test_cli_download_failure_is_one_clear_line(server, tmp_path, reason):
     base, _ = server
-    url = f"http://127.0.0.1:{_closed_port()}/model.ckpt" if reason == "unreachable" else f"{base}/none.ckpt"
+    url = f"http://127.0.0.1:{closed_port()}/model.ckpt" if reason == "unreachable" else f"{base}/none.ckpt"
     (tmp_path / "w").mkdir()
     _write_manifest(tmp_path / "w" / "weights.yaml", [_entry("model.ckpt", CONTENT, url)])
 
@@ -384,47 +403,22 @@ def test_cli_download_failure_is_one_clear_line(server, tmp_path, reason):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     expected_reason = "Connection refused (no network?)" if reason == "unreachable" else "HTTP 404 Not Found"
-    assert lines[0] == f"error: cannot download {url}: {expected_reason}"
+    assert lines[0] == f"error: cannot download model.ckpt from {url}: {expected_reason}"
 
 
-# --- build.run lines -------------------------------------------------------------------------------
+# --- list ----------------------------------------------------------------------------------------
 
 
-def test_build_commands_download_copy_and_check_in_sh(server, tmp_path):
-    base, state = server
-    state.files["/model.ckpt"] = CONTENT
-    files = [
-        _entry("model.ckpt", CONTENT, f"{base}/model.ckpt"),
-        _package_entry("demucs/remote/htdemucs_ft.yaml", "demucs/htdemucs_ft.yaml"),
-    ]
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    weights_dir = tmp_path / "image weights"
-
-    for line in build_commands(files, str(weights_dir)):
-        subprocess.run(["sh", "-c", line], check=True, env=env, capture_output=True, timeout=60)
-
-    assert verify(weights_dir, files) == []
-    corrupt = _entry("bad.ckpt", CONTENT, f"{base}/model.ckpt", sha256="0" * 64)
-    (line,) = build_commands([corrupt], str(weights_dir))
-    assert subprocess.run(["sh", "-c", line], env=env, capture_output=True, timeout=60).returncode != 0
-
-
-# --- manifest --------------------------------------------------------------------------------------
-
-
-def test_load_manifest_rejects_duplicate_targets(tmp_path):
-    file = _entry("a.th", CONTENT, "https://example.invalid/a")
-    with pytest.raises(WeightsError, match=r"duplicate targets \['a.th'\]"):
-        load_manifest(_write_manifest(tmp_path / "manifest.yaml", [file, file]))
-
-
-def test_list_prints_each_model_with_its_files_size_and_terms(capsys):
-    assert weights.main(["list", "--only", "htdemucs_6s"]) == 0
+def test_list_prints_each_model_with_its_terms_label_files_sizes_and_hosts(capsys):
+    assert weights.main(["list", "--only", "htdemucs_6s", "bs_roformer_mega53"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "htdemucs_6s: 2 files, 55.0 MB"
-    assert lines[1].split() == ["demucs/htdemucs_6s.yaml", "21", "B"]
-    assert lines[2].split() == ["demucs/5c90dfd2-34c22ccb.th", "55.0", "MB"]
+    labels = model_terms()
+    assert lines[0] == f"htdemucs_6s: 2 files, 55.0 MB, terms {labels['htdemucs_6s']}"
+    assert lines[1].split() == ["demucs/htdemucs_6s.yaml", "21", "B", "from", "the", "demucs", "package"]
+    assert lines[2].split() == ["demucs/5c90dfd2-34c22ccb.th", "55.0", "MB", "3", "hosts"]
     assert lines[4].startswith("  terms of demucs/5c90dfd2-34c22ccb.th: research only")
+    assert lines[5] == f"bs_roformer_mega53: 1 file, 1368.9 MB, terms {labels['bs_roformer_mega53']}"
+    assert "1 host (single: no second host" in lines[6]
 
 
 # --- a weights folder's own manifest -----------------------------------------------------------------
@@ -437,7 +431,11 @@ def test_verify_list_and_fetch_honour_the_tiny_folders_own_manifest(tiny_weights
     assert weights.main(["fetch", "--dir", str(tiny_weights_dir)]) == 0
     assert weights.main(["list", "--dir", str(tiny_weights_dir)]) == 0
     listed = capsys.readouterr().out
-    assert "terms: none: random numbers" in listed and "research only" not in listed
+    assert (
+        "terms: none: random numbers" in listed and "research only" not in listed
+    )  # the folder's statements
+    for model, label in model_terms().items():  # the project's labels, carried by the stand-in folder
+        assert re.search(rf"^{model}: .*, terms {label}$", listed, re.MULTILINE), model
 
     damaged = shutil.copytree(tiny_weights_dir, tmp_path / "weights")
     checkpoint = damaged / "model_bs_roformer_ep_317_sdr_12.9755.ckpt"

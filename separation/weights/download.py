@@ -1,8 +1,9 @@
 """Resumable, verified downloads of the manifest's files.
 
-A download goes to `<target>.part`, resumes with an HTTP Range request after a dropped connection,
-and is renamed onto the target (atomically) only once its size and sha256 match the manifest.
-Only the standard library is used for HTTP.
+A download goes to `<target>.part`, resumes with an HTTP Range request after a dropped connection (or from
+the part file an interrupted earlier run left), and is renamed onto the target (atomically) only once its
+size and sha256 match the manifest. A file's URLs are tried in order; a URL that fails, or serves other
+bytes, has its part file deleted before the next one starts. Only the standard library is used for HTTP.
 """
 
 from __future__ import annotations
@@ -109,7 +110,11 @@ def _download_file(
     attempts: int,
     backoff_seconds: float,
 ) -> None:
-    """Try `file.urls` in order until one yields bytes with the right sha256; else raise WeightsError."""
+    """Try `file.urls` in order until one yields bytes with the right sha256; else raise DownloadError.
+
+    A URL that fails leaves nothing behind: its partial file is deleted before the next URL starts, so
+    every URL's bytes are judged on their own, and none is left when all fail.
+    """
     part = _part_path(destination)
     failures = []
     for url in file.urls:
@@ -124,19 +129,22 @@ def _download_file(
                 backoff_seconds=backoff_seconds,
             )
         except _TransferError as exc:
-            failures.append((url, str(exc)))
+            part.unlink(missing_ok=True)
+            failures.append(f"cannot download {file.target} from {url}: {exc}")
             continue
         problem = _promote(part, destination, file)
         if problem is None:
             return
-        failures.append(
-            (url, f"the downloaded {file.target} is wrong ({problem}); the partial file was deleted")
-        )
-    if len(failures) == 1:
-        url, reason = failures[0]
-        raise WeightsError(f"cannot download {url}: {reason}")
-    details = "; ".join(f"{url}: {reason}" for url, reason in failures)
-    raise WeightsError(f"cannot download {file.target} from any of its {len(failures)} URLs: {details}")
+        failures.append(f"cannot download {file.target} from {url}: it serves other bytes ({problem})")
+    raise DownloadError(failures)
+
+
+class DownloadError(WeightsError):
+    """No URL of a file gave the right bytes: `lines` holds one line per URL saying what it answered."""
+
+    def __init__(self, lines: Sequence[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = list(lines)
 
 
 def _download_url(

@@ -1,7 +1,8 @@
 """The weights manifest (`configs/weights.yaml`): every file the models load, with its size, sha256, where
-it comes from (download URLs, or a file shipped inside an installed Python package) and the terms its
-authors state, and checks of a weights folder against it. A weights folder with its own `weights.yaml` (and
-`stems.yaml`) uses those instead of the project's (`own_or_project`)."""
+it comes from (download URLs on independent hosts, or a file shipped inside an installed Python package) and
+the terms its authors state, one terms label per model, and checks of a weights folder against it. A
+weights folder with its own `weights.yaml` (and `stems.yaml`) uses those instead of the project's
+(`own_or_project`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 
@@ -24,9 +26,38 @@ MANIFEST_PATH = CONFIG_DIR / MANIFEST_FILE_NAME
 WEIGHTS_DIR_ENV = "SEPARATION_WEIGHTS_DIR"
 READ_CHUNK_BYTES = 1 << 20
 
+# What a model's weights may be used for, in one word each: the label of every model in `models:`.
+TERMS_LABELS: dict[str, str] = {
+    "research-only": "its authors state the weights are for research only",
+    "none-stated": "its authors state no terms for the weights",
+    "mit-reported": "MIT, by its author's word as quoted by others; the statement itself was not read here",
+    "mit": "MIT, stated by its authors where they publish the weights",
+}
+
 _SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
-_MANIFEST_KEYS = frozenset({"target", "model", "size", "sha256", "urls", "package_file", "source", "terms"})
+_MANIFEST_KEYS = frozenset(
+    {
+        "target",
+        "model",
+        "size",
+        "sha256",
+        "urls",
+        "single_host",
+        "unconfirmed_mirrors",
+        "package_file",
+        "source",
+        "terms",
+    }
+)
 _REQUIRED_KEYS = frozenset({"target", "model", "size", "sha256", "source", "terms"})
+_HOST_KEYS = frozenset({"url", "evidence"})
+
+
+class Mirror(NamedTuple):
+    """A URL with a short note of where its file's digest was confirmed (or why it could not be)."""
+
+    url: str
+    evidence: str
 
 
 @dataclass(frozen=True)
@@ -34,7 +65,10 @@ class WeightFile:
     """One file of the manifest.
 
     `target` is relative to the weights folder (e.g. `demucs/5c90dfd2-34c22ccb.th`); `size` is in bytes.
-    Exactly one of `urls` (tried in order) and `package_file` (`<package>/<path inside it>`) is set.
+    Exactly one of `urls` (tried in order, the publisher's first) and `package_file` (`<package>/<path inside
+    it>`) is set. `evidence` is empty or holds, for each URL, where its digest was confirmed. A file with one
+    URL says in `single_host` why it has no second one; `unconfirmed_mirrors` are candidate hosts whose bytes
+    could not be confirmed: listed for maintainers (`check-urls` probes them), never downloaded from.
     `source` says who publishes the file; `terms` what its authors state about its use, with where they
     say it.
     """
@@ -47,6 +81,9 @@ class WeightFile:
     model: str
     source: str
     terms: str
+    evidence: tuple[str, ...] = ()
+    single_host: str | None = None
+    unconfirmed_mirrors: tuple[Mirror, ...] = ()
 
     def __post_init__(self) -> None:
         where = f"weights manifest entry {self.target!r}"
@@ -59,7 +96,7 @@ class WeightFile:
             raise WeightsError(f"{where}: sha256 must be 64 lowercase hex digits, got {self.sha256!r}")
         if bool(self.urls) == (self.package_file is not None):
             raise WeightsError(f"{where}: give either urls or package_file, not both or neither")
-        for url in self.urls:
+        for url in (*self.urls, *(mirror.url for mirror in self.unconfirmed_mirrors)):
             if not url.startswith(("https://", "http://")):
                 raise WeightsError(f"{where}: not an http(s) URL: {url!r}")
         if self.package_file is not None:
@@ -72,6 +109,36 @@ class WeightFile:
             raise WeightsError(f"{where}: model must name the model that uses the file")
         if not self.terms.strip():
             raise WeightsError(f"{where}: terms must say what the weights' authors state about their use")
+        self._check_hosts(where)
+
+    def _check_hosts(self, where: str) -> None:
+        """The host fields agree: one URL comes with a reason, several without; evidence for every URL."""
+        if len(set(self.urls)) != len(self.urls):
+            raise WeightsError(f"{where}: a URL is listed twice")
+        if self.evidence and len(self.evidence) != len(self.urls):
+            raise WeightsError(f"{where}: give evidence for every URL or for none")
+        if any(not isinstance(note, str) or not note.strip() for note in self.evidence):
+            raise WeightsError(f"{where}: evidence must say where the URL's digest was confirmed")
+        if self.single_host is not None and (
+            not isinstance(self.single_host, str) or not self.single_host.strip()
+        ):
+            raise WeightsError(f"{where}: single_host must say why the file has only one host")
+        if self.package_file is not None:
+            if self.single_host is not None or self.unconfirmed_mirrors:
+                raise WeightsError(f"{where}: single_host and unconfirmed_mirrors are for downloaded files")
+            return
+        if len(self.urls) == 1 and self.single_host is None:
+            raise WeightsError(
+                f"{where}: one URL only; add a second host with the same sha256, or say why there is none "
+                f"in single_host"
+            )
+        if len(self.urls) > 1 and self.single_host is not None:
+            raise WeightsError(f"{where}: single_host is set, but the entry has {len(self.urls)} URLs")
+        for mirror in self.unconfirmed_mirrors:
+            if mirror.url in self.urls:
+                raise WeightsError(f"{where}: {mirror.url} is both a URL and an unconfirmed mirror")
+            if not mirror.evidence.strip():
+                raise WeightsError(f"{where}: unconfirmed mirror {mirror.url} needs a note of what is known")
 
     @property
     def name(self) -> str:
@@ -80,7 +147,18 @@ class WeightFile:
 
 
 def load_manifest(path: Path = MANIFEST_PATH) -> list[WeightFile]:
-    """Read and check the weights manifest (a YAML file with a `files:` list)."""
+    """Read and check the weights manifest (a YAML file with `models:` and a `files:` list): its files."""
+    return _read_manifest(path)[0]
+
+
+def model_terms(path: Path = MANIFEST_PATH) -> dict[str, str]:
+    """{model: terms label} of the manifest at `path`, every model of its files once; the labels are
+    TERMS_LABELS' keys (e.g. 'research-only', 'none-stated', 'mit-reported')."""
+    return _read_manifest(path)[1]
+
+
+def _read_manifest(path: Path) -> tuple[list[WeightFile], dict[str, str]]:
+    """The checked files and terms labels of the manifest at `path`; WeightsError names any fault."""
     try:
         document = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
@@ -93,7 +171,33 @@ def load_manifest(path: Path = MANIFEST_PATH) -> list[WeightFile]:
     duplicates = sorted({target for target in targets if targets.count(target) > 1})
     if duplicates:
         raise WeightsError(f"weights manifest {path}: duplicate targets {duplicates}")
-    return files
+    terms = _terms_labels(document.get("models"), path)
+    used = list(dict.fromkeys(file.model for file in files))
+    unlabelled = [model for model in used if model not in terms]
+    if unlabelled:
+        raise WeightsError(f"weights manifest {path}: no terms label under 'models:' for {unlabelled}")
+    unused = sorted(set(terms) - set(used))
+    if unused:
+        raise WeightsError(f"weights manifest {path}: 'models:' labels {unused}, which no file uses")
+    return files, {model: terms[model] for model in used}
+
+
+def _terms_labels(models: object, manifest: Path) -> dict[str, str]:
+    """{model: label} from the `models:` mapping (`<model>: {terms: <label>}`), each label a known one."""
+    where = f"weights manifest {manifest}"
+    if not isinstance(models, dict) or not models:
+        raise WeightsError(f"{where}: expected a 'models:' mapping of each model to {{terms: <label>}}")
+    labels = {}
+    for model, entry in models.items():
+        if not isinstance(entry, dict) or set(entry) != {"terms"}:
+            raise WeightsError(f"{where}: models: {model} must be a mapping with the one key 'terms'")
+        label = entry["terms"]
+        if label not in TERMS_LABELS:
+            raise WeightsError(
+                f"{where}: models: {model} has the terms label {label!r}; allowed: {', '.join(TERMS_LABELS)}"
+            )
+        labels[str(model)] = label
+    return labels
 
 
 def _weight_file(entry: object, manifest: Path) -> WeightFile:
@@ -107,28 +211,47 @@ def _weight_file(entry: object, manifest: Path) -> WeightFile:
     missing = sorted(_REQUIRED_KEYS - set(entry))
     if missing:
         raise WeightsError(f"{label}: missing keys {missing}")
-    urls = entry.get("urls") or ()
-    if isinstance(urls, str) or not all(isinstance(url, str) for url in urls):
-        raise WeightsError(f"{label}: urls must be a list of strings")
+    hosts = _hosts(entry.get("urls") or [], "urls", label)
+    mirrors = _hosts(entry.get("unconfirmed_mirrors") or [], "unconfirmed_mirrors", label)
+    with_evidence = [host for host in hosts if isinstance(host, Mirror)]
+    if with_evidence and len(with_evidence) != len(hosts):
+        raise WeightsError(f"{label}: urls: give each as {{url, evidence}}, or all as plain strings")
+    if any(not isinstance(mirror, Mirror) for mirror in mirrors):
+        raise WeightsError(f"{label}: unconfirmed_mirrors: give each as {{url, evidence}}")
     return WeightFile(
         target=str(entry["target"]),
         size=entry["size"],
         sha256=entry["sha256"],
-        urls=tuple(urls),
+        urls=tuple(host.url if isinstance(host, Mirror) else host for host in hosts),
         package_file=entry.get("package_file"),
         model=str(entry["model"]),
         source=str(entry["source"]),
         terms=str(entry["terms"]),
+        evidence=tuple(host.evidence for host in with_evidence),
+        single_host=entry.get("single_host"),
+        unconfirmed_mirrors=tuple(mirrors),
     )
 
 
-def model_terms(path: Path = MANIFEST_PATH) -> dict[str, str]:
-    """{model: the short label of its weights' terms} from the manifest's `models:` section."""
-    document = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    models = document.get("models") if isinstance(document, dict) else None
-    if not isinstance(models, dict):
-        raise WeightsError(f"weights manifest {path}: expected a 'models:' mapping of terms labels")
-    return {model: str(entry["terms"]) for model, entry in models.items()}
+def _hosts(items: object, key: str, label: str) -> list[str | Mirror]:
+    """A list of URLs, each a string or a `{url, evidence}` mapping (returned as a Mirror)."""
+    if not isinstance(items, list):
+        raise WeightsError(f"{label}: {key} must be a list")
+    hosts: list[str | Mirror] = []
+    for item in items:
+        if isinstance(item, str):
+            hosts.append(item)
+        elif (
+            isinstance(item, dict)
+            and set(item) == _HOST_KEYS
+            and all(isinstance(v, str) for v in item.values())
+        ):
+            hosts.append(Mirror(item["url"], item["evidence"]))
+        else:
+            raise WeightsError(
+                f"{label}: each of {key} must be a URL or a {{url, evidence}} mapping of strings"
+            )
+    return hosts
 
 
 def select_models(files: Sequence[WeightFile], models: Sequence[str]) -> list[WeightFile]:
