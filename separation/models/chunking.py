@@ -47,11 +47,11 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16")  # auto: fp16 autocast on CUDA, fp
 
 def check_chunking(chunk_samples: int, overlap_samples: int) -> None:
     """SettingsError unless 0 <= overlap < chunk: the engine needs a step between chunk starts."""
-    if not 0 <= overlap_samples < chunk_samples:
-        raise SettingsError(
-            f"overlap ({overlap_samples / SAMPLE_RATE:g} s) must be below chunk_size "
-            f"({chunk_samples / SAMPLE_RATE:g} s) and not negative"
-        )
+    overlap_seconds, chunk_seconds = overlap_samples / SAMPLE_RATE, chunk_samples / SAMPLE_RATE
+    if overlap_samples < 0:
+        raise SettingsError(f"overlap must not be negative, got {overlap_seconds:g} s")
+    if overlap_samples >= chunk_samples:
+        raise SettingsError(f"overlap ({overlap_seconds:g} s) must be below chunk_size ({chunk_seconds:g} s)")
 
 
 def crossfade(fade_samples: int) -> torch.Tensor:
