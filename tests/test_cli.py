@@ -9,6 +9,7 @@ import sys
 import pytest
 import soundfile as sf
 
+from fixtures.scaled_mix import register, write_scaled_mix_weights
 from separation.__main__ import main, parse_args
 from separation.plan import CONFIG_DIR, PLAN_FILE_NAME, StemPlan
 from separation.weights.manifest import REPO_ROOT
@@ -67,11 +68,19 @@ def test_cli_names_a_bad_extra_stem_in_one_line(tiny_weights_dir, song, tmp_path
     assert "acoustic-guitar" in result.stderr
 
 
-def test_inputs_that_share_a_stem_name_get_a_folder_each(tiny_weights_dir, song, tmp_path):
+def test_inputs_that_share_a_stem_name_get_a_folder_each(song, tmp_path, monkeypatch):
+    """With a stand-in model (fixtures/scaled_mix.py): the folders are the command line's, not the model's."""
+    register(monkeypatch)
+    plan = {
+        "complements": {"instrumental": "vocals"},
+        "modes": {"vocals_instrumental": {"models": {"voice": ["vocals"]}, "complements": ["instrumental"]}},
+        "output_order": ["vocals", "instrumental"],
+    }
+    weights = write_scaled_mix_weights(tmp_path / "weights", {"voice": {"gains": {"vocals": 0.5}}}, plan)
     flac = tmp_path / "song.flac"
     sf.write(flac, sf.read(song)[0], 44100)
     out = tmp_path / "separated"
-    assert main([str(song), str(flac), "--weights", str(tiny_weights_dir), "--out", str(out)]) == 0
+    assert main([str(song), str(flac), "--weights", str(weights), "--out", str(out)]) == 0
     for name in ("song.wav", "song.flac"):
         assert sorted(p.name for p in (out / name).iterdir()) == ["instrumental.wav", "vocals.wav"]
 

@@ -214,6 +214,7 @@ def test_extra_stems_come_after_the_mode_in_the_order_given(tiny_weights_dir, so
     )
 
 
+@pytest.mark.slow
 def test_a_write_failing_while_demucs_runs_leaves_demucs_usable(
     tiny_weights_dir, song, tmp_path, monkeypatch
 ):

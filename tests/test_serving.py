@@ -36,13 +36,15 @@ def test_the_last_file_is_the_stems_report_with_what_the_metrics_say(service, do
     """The same figures, model and terms per stem as the `stems` metric, keyed by stem name."""
     metrics = {}
     record = lambda k, v, mode="replace": metrics.update({k: v})  # noqa: E731
-    *stems, report = service.predict(downloaded, Request(stems="guitar_only"), record_metric=record)
-    assert report.name == "stems.json" and [stem.name for stem in stems] == ["guitar.wav", "no_guitar.wav"]
+    *stems, report = service.predict(downloaded, REQUEST, record_metric=record)
+    assert report.name == "stems.json" and [stem.name for stem in stems] == ["vocals.mp3", "instrumental.mp3"]
     content = json.loads(report.read_text())
     assert content == metrics["stems"]
-    assert content["guitar"]["file"] == "guitar.wav" and content["no_guitar"]["model"] == "bs_roformer_mega53"
-    assert {entry["terms"] for entry in content.values()} == {"mit-reported"}
-    assert set(content["guitar"]) == {
+    assert (
+        content["vocals"]["file"] == "vocals.mp3" and content["instrumental"]["model"] == "bs_roformer_vocals"
+    )
+    assert {entry["terms"] for entry in content.values()} == {"none-stated"}
+    assert set(content["vocals"]) == {
         "file", "model", "terms", "peak_dbfs", "loudness_lufs", "active_fraction", "present"
     }  # fmt: skip
 
