@@ -132,7 +132,7 @@ export interface ProbeOptions {
 
 /**
  * The probe Worker with every queue consumer flushing at once and retrying without delay (RETRY_BASE_SECONDS
- * 0) unless `options` say otherwise.
+ * 0, retry_delay 0) unless `options` say otherwise.
  */
 export async function startProbe(options: ProbeOptions = {}): Promise<Probe> {
   const files = new Map<string, FileAnswer>();
@@ -169,7 +169,7 @@ export async function startProbe(options: ProbeOptions = {}): Promise<Probe> {
       RETRY_BASE_SECONDS: "0",
       ...options.bindings,
     },
-    consumers: options.consumers ?? { maxBatchTimeout: 0 },
+    consumers: options.consumers ?? { maxBatchTimeout: 0, retryDelay: 0 },
     outbound,
   });
   const post = async (body: string, headers: Record<string, string>, init: { method?: string; url?: string } = {}) => {

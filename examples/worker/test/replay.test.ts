@@ -31,12 +31,15 @@ afterEach(async () => {
 
 type Figures = Record<string, number | boolean | null>;
 
+/** The audio files of an event's output (stems.json, once the model writes it, is not a stem). */
+const audioFiles = (event: Body) => ((event.output as string[] | undefined) ?? []).filter((url) => /\.(wav|flac|mp3)$/.test(url));
+
 /** Each stem of `events` with the URL and figures of the first event listing it (none after a final status). */
 function expectedStems(events: Body[]) {
   const stems = new Map<string, { url: string; figures: Figures | undefined }>();
   for (const event of events) {
     const figures = (event.metrics as { stems?: Record<string, Figures> })?.stems ?? {};
-    for (const url of (event.output as string[] | undefined) ?? []) {
+    for (const url of audioFiles(event)) {
       if (!stems.has(nameOf(url))) stems.set(nameOf(url), { url, figures: figures[nameOf(url)] });
     }
     if (["succeeded", "failed", "canceled"].includes(event.status)) break;
@@ -93,7 +96,7 @@ test("the recorded guitar prediction: each stem once with its figures, all in R2
         prediction_id: "guitar",
         stem: "guitar",
         r2_key: "stems/guitar/guitar.flac",
-        figures: { ...guitarFigures, model: null, terms: null },
+        figures: { model: null, terms: null, ...guitarFigures },
         idempotency_key: "guitar/guitar",
       },
     },
@@ -188,7 +191,7 @@ test("an unknown prediction id is stored on first sight, with any event", async 
   const event = { ...recording.predictions.guitar[2]!, id: "never-created-here" };
   const reply = await probe.deliver(event, "msg-unknown");
   assert.equal(reply.status, 200);
-  assert.deepEqual(reply.json.new_stems, (event.output as string[]).map(nameOf));
+  assert.deepEqual(reply.json.new_stems, audioFiles(event).map(nameOf));
   assert.equal((await prediction(probe, "never-created-here"))?.status, "processing");
   await assertCopied("never-created-here", ["instrumental", "vocals"]);
 });

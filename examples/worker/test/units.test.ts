@@ -28,6 +28,7 @@ test("wrangler.toml declares the bindings the Worker uses, each queue with a con
   assert.equal(config.consumers[QUEUES.handOff]?.deadLetterQueue, QUEUES.handOffDead);
   assert.equal(config.consumers[QUEUES.copy]?.maxBatchSize, 1, "one copy per invocation");
   assert.ok((config.consumers[QUEUES.copy]?.maxRetries ?? 0) >= 3);
+  assert.equal(config.consumers[QUEUES.copy]?.retryDelay, retryBaseSeconds(config.vars.RETRY_BASE_SECONDS));
   assert.deepEqual(Object.keys(config.vars).sort(), ["ACCEPTED_TERMS", "RETRY_BASE_SECONDS", "TRANSCRIBE_URL"]);
   assert.equal(retryBaseSeconds(config.vars.RETRY_BASE_SECONDS), Number(config.vars.RETRY_BASE_SECONDS));
 });
