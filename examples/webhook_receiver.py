@@ -137,7 +137,7 @@ CREATE TABLE IF NOT EXISTS transcriptions (
 """
 # stem_figures.source: 'metrics' (the webhook's metrics.stems) or 'stems.json'; figures, once known, stay.
 # transcriptions.stem: from the first event with an input (NULL: none seen, the guitar is assumed);
-# figures_url: stems.json once listed; figures_read: 0 not yet, 1 read, -1 could not be read.
+# figures_url: stems.json once listed; figures_read: 0 not yet, 2 being read, 1 read, -1 could not be read.
 
 
 class PayloadError(ValueError):
@@ -484,13 +484,22 @@ class Store:
         return added
 
     def figures_to_read(self, prediction_id: str) -> str | None:
-        """The URL of the prediction's stems.json while it is listed and not read yet, else None."""
-        with self._lock:
+        """The URL of the prediction's stems.json while it is listed and nobody has started reading it, marked
+        as being read so that one thread reads it; else None."""
+
+        def work() -> str | None:
             row = self._db.execute(
-                "SELECT figures_url FROM transcriptions WHERE prediction_id = ? AND figures_read = 0",
+                "SELECT figures_url FROM transcriptions"
+                " WHERE prediction_id = ? AND figures_read = 0 AND figures_url IS NOT NULL",
                 (prediction_id,),
             ).fetchone()
-        return row[0] if row else None
+            if row is not None:
+                self._db.execute(
+                    "UPDATE transcriptions SET figures_read = 2 WHERE prediction_id = ?", (prediction_id,)
+                )
+            return row[0] if row else None
+
+        return self._transaction(work)
 
     def record_stems_json(self, prediction_id: str, figures: dict[str, StemFigures] | None) -> None:
         """Store stems.json's figures for the stems still without any; None: it could not be read."""
@@ -524,7 +533,7 @@ class Store:
         stem = stem or "guitar"
         url = json.loads(stems_json).get(stem)
         figures = self._figures(prediction_id).get(stem, StemFigures())
-        settled = figures_read != 0 or (figures_url is None and status not in NON_TERMINAL)
+        settled = figures_read in (1, -1) or (figures_url is None and status not in NON_TERMINAL)
         if url is None or figures.present is False or (figures.present is None and not settled):
             return None
         self._db.execute(
