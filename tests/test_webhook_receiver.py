@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import http.client
+import http.server
 import importlib.util
 import json
 import logging
 import random
 import socket
+import sqlite3
 import sys
 import threading
 import urllib.request
@@ -78,12 +80,13 @@ def signed_headers(
 
 
 class Harness:
-    """A receiver serving on 127.0.0.1 (free port) in a thread; records on_succeeded calls in ``calls`` and
-    on_stems calls in ``stem_calls``."""
+    """A receiver serving on 127.0.0.1 (free port) in a thread; records on_succeeded calls in ``calls``,
+    on_stems calls in ``stem_calls`` and on_transcription calls in ``transcriptions``."""
 
     def __init__(self, db_path: Path, on_succeeded=None):
         self.calls: list[tuple[str, dict[str, str]]] = []
         self.stem_calls: list[tuple[str, dict[str, str]]] = []
+        self.transcriptions: list[tuple] = []
         self.store = receiver.Store(db_path)
         self.server = receiver.WebhookServer(
             ("127.0.0.1", 0),
@@ -91,6 +94,7 @@ class Harness:
             self.store,
             on_succeeded or self._record_call,
             on_stems=lambda prediction_id, stems: self.stem_calls.append((prediction_id, stems)),
+            on_transcription=lambda *call: self.transcriptions.append(call),
         )
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
@@ -492,8 +496,32 @@ def test_stems_by_name_ignores_order_query_and_fragment():
     assert receiver.stems_by_name([]) == {}
 
 
-def test_stems_by_name_decodes_percent_escapes():
-    assert list(receiver.stems_by_name(["https://h/x/lead%20guitar.wav"])) == ["lead guitar"]
+def test_stems_by_name_decodes_the_file_name_and_keeps_only_audio_stems():
+    output = [
+        "https://h/x/no%5Fguitar.FLAC",
+        "https://h/x/acoustic-guitar.mp3",
+        "https://h/x/constructor.wav",
+        "https://h/x/stems.json",
+        "https://h/x/notes.txt",
+        "https://h/x/readme",
+    ]
+    assert list(receiver.stems_by_name(output)) == ["acoustic-guitar", "constructor", "no_guitar"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://replicate.delivery/x/..%2F..%2Fetc%2Fpasswd.wav",
+        "https://h/x/lead%20guitar.wav",
+        "https://h/x/Vocals.wav",
+        "https://h/x/.wav",
+        "https://h/x/%ff.wav",
+    ],
+    ids=["encoded-slashes", "space", "capital", "no-name", "not-utf8"],
+)
+def test_stems_by_name_refuses_an_audio_file_that_names_no_stem(url):
+    with pytest.raises(ValueError, match="does not name a stem|percent-encoding"):
+        receiver.stems_by_name([url])
 
 
 @pytest.mark.parametrize(
@@ -511,3 +539,228 @@ def test_stems_by_name_decodes_percent_escapes():
 def test_stems_by_name_rejects_bad_output(output, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         receiver.stems_by_name(output)
+
+
+# --- the transcription stem, figures and stems.json ----------------------------------------------
+
+TRANSCRIPTION_CASES = json.loads(
+    (MODULE_PATH.parent / "worker" / "test" / "fixtures" / "transcription-stem.json").read_text()
+)["cases"]
+
+
+@pytest.mark.parametrize("case", TRANSCRIPTION_CASES, ids=lambda case: json.dumps(case["input"]))
+def test_transcription_stem_is_the_workers_rule(case):
+    """The cases examples/worker's tests check too: both receivers pick the same stem."""
+    assert receiver.transcription_stem(case["input"]) == case["stem"]
+
+
+def figures(present=True, model="bs_roformer_mega53", terms="mit-reported", **extra) -> dict:
+    return {"peak_dbfs": -3.5, "loudness_lufs": -19.8, "active_fraction": 0.64, "present": present} | {
+        "model": model,
+        "terms": terms,
+        **extra,
+    }
+
+
+class FileHost:
+    """Serves files at http://127.0.0.1:<port>/<name> as replicate.delivery would; counts the requests."""
+
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+        self.requests: list[str] = []
+        host = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, format, *args):
+                pass
+
+            def do_GET(self):
+                host.requests.append(self.path)
+                data = host.files.get(self.path)
+                self.send_response(200 if data is not None else 404)
+                self.send_header("Content-Length", str(len(data or b"")))
+                self.end_headers()
+                self.wfile.write(data or b"")
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self._server.server_port}{path}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def file_host():
+    host = FileHost()
+    yield host
+    host.close()
+
+
+def test_figures_from_metrics_are_kept_and_hand_the_transcription_stem_on(harness):
+    """Replicate's shape with an input: all_4 transcribes the instrumental, as soon as it arrives present."""
+    base = "https://replicate.delivery/pbxt/abc"
+    metrics = {
+        "predict_time": 1.2,
+        "stems": {"instrumental": figures(model="bs_roformer_vocals", terms="none-stated")},
+    }
+    body = prediction_body(
+        "p1",
+        "processing",
+        input={"audio": "https://x/song.mp3", "stems": "all_4"},
+        output=[f"{base}/vocals.wav", f"{base}/instrumental.wav"],
+        metrics=metrics,
+    )
+    assert harness.deliver(body, "msg_1") == (200, {"prediction": "p1", "outcome": "applied"})
+    harness.stop()
+    expected = receiver.StemFigures(True, -3.5, -19.8, 0.64, "bs_roformer_vocals", "none-stated")
+    assert harness.store.get("p1").figures == {"instrumental": expected}
+    assert harness.store.get("p1").transcription_stem == "instrumental"
+    assert harness.transcriptions == [("p1", "instrumental", f"{base}/instrumental.wav", expected)]
+
+
+def test_an_absent_transcription_stem_is_never_handed_on(harness):
+    base = "https://replicate.delivery/pbxt/abc"
+    output = [f"{base}/guitar.wav", f"{base}/no_guitar.wav"]
+    metrics = {"stems": {"guitar": figures(present=False), "no_guitar": figures()}}
+    harness.deliver(prediction_body("p1", "processing", output=output, metrics=metrics), "msg_1")
+    harness.deliver(prediction_body("p1", "succeeded", output=output, metrics=metrics), "msg_2")
+    harness.stop()
+    assert harness.transcriptions == []
+    assert harness.store.get("p1").figures["guitar"].present is False
+
+
+def test_without_metrics_the_hand_off_waits_for_stems_json(harness, file_host):
+    """No metrics.stems (Replicate's API may drop it): the guitar waits for stems.json, the last file."""
+    stems_json = {name: {"file": f"{name}.wav", **figures()} for name in ("guitar", "no_guitar")}
+    file_host.files["/out/stems.json"] = json.dumps(stems_json).encode()
+    guitar, no_guitar = file_host.url("/out/guitar.wav"), file_host.url("/out/no_guitar.wav")
+    fields = {"input": {"stems": "guitar_only"}}
+    harness.deliver(prediction_body("p1", "processing", output=[guitar], **fields), "msg_1")
+    harness.deliver(prediction_body("p1", "processing", output=[guitar, no_guitar], **fields), "msg_2")
+    assert harness.transcriptions == [], "figures unknown: not handed on"
+    output = [guitar, no_guitar, file_host.url("/out/stems.json")]
+    harness.deliver(prediction_body("p1", "succeeded", output=output, **fields), "msg_3")
+    harness.deliver(prediction_body("p1", "processing", output=output, **fields), "msg_late")
+    harness.stop()
+    expected = receiver.StemFigures(True, -3.5, -19.8, 0.64, "bs_roformer_mega53", "mit-reported")
+    assert harness.transcriptions == [("p1", "guitar", guitar, expected)]
+    assert harness.store.get("p1").stems == {"guitar": guitar, "no_guitar": no_guitar}, (
+        "stems.json is no stem"
+    )
+    assert harness.store.get("p1").figures == {"guitar": expected, "no_guitar": expected}
+    assert file_host.requests == ["/out/stems.json"], "read once"
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        json.dumps({"guitar": {"file": "guitar.wav", "present": "yes"}}).encode(),
+        json.dumps({"guitar": {"file": "../guitar.wav", "present": True}}).encode(),
+        json.dumps({"guitar": {"file": "guitar.wav", "pad": "x" * 300_000}}).encode(),
+        b"\xff{}",
+    ],
+    ids=["present-string", "wrong-file", "too-large", "not-utf8"],
+)
+def test_a_stems_json_that_cannot_be_used_leaves_the_figures_unknown_and_hands_on(
+    harness, file_host, content, caplog
+):
+    caplog.set_level(logging.WARNING, logger="webhook_receiver")
+    file_host.files["/out/stems.json"] = content
+    guitar = file_host.url("/out/guitar.wav")
+    output = [guitar, file_host.url("/out/stems.json")]
+    harness.deliver(prediction_body("p1", "succeeded", output=output), "msg_1")
+    harness.stop()
+    assert harness.transcriptions == [("p1", "guitar", guitar, receiver.StemFigures())]
+    assert harness.store.get("p1").figures == {}
+    assert any("stems.json not read" in record.getMessage() for record in caplog.records)
+
+
+def test_a_prediction_without_figures_hands_on_when_it_succeeds(harness):
+    url = stem_url("guitar")
+    harness.deliver(prediction_body("p1", "processing", output=[url]), "msg_1")
+    assert harness.transcriptions == []
+    harness.deliver(prediction_body("p1", "succeeded", output=[url]), "msg_2")
+    harness.stop()
+    assert harness.transcriptions == [("p1", "guitar", url, receiver.StemFigures())]
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (
+            {"metrics": {"stems": {"vocals": {"present": "false"}}}},
+            "'metrics.stems.vocals.present' must be true",
+        ),
+        ({"metrics": {"stems": {"__proto__": {"present": True}}}}, "not a stem name: '__proto__'"),
+        (
+            {"metrics": {"stems": {"vocals": {"peak_dbfs": True}}}},
+            "'metrics.stems.vocals.peak_dbfs' must be a",
+        ),
+        ({"metrics": {"stems": {"vocals": {"active_fraction": 2}}}}, "must be from 0 to 1"),
+        ({"metrics": {"stems": []}}, "'metrics.stems' must be an object"),
+        ({"metrics": "none"}, "'metrics' must be an object"),
+        ({"input": {"extra_stems": ["guitar"]}}, "'input.extra_stems' must be a string"),
+        ({"input": "guitar"}, "'input' must be an object"),
+        (
+            {"output": [stem_url("vocals"), "https://h/x/stems.json", "https://h/y/stems.json"]},
+            "listed twice",
+        ),
+    ],
+    ids=[
+        "present-string",
+        "proto-key",
+        "bool-number",
+        "fraction",
+        "stems-list",
+        "metrics-str",
+        "extras",
+        "input",
+        "json2",
+    ],
+)
+def test_bad_figures_or_input_are_rejected_with_400(harness, fields, message):
+    status, reply = harness.deliver(prediction_body("p1", "processing", **fields), "msg_1")
+    assert status == 400
+    assert message in reply["error"]
+    assert harness.store.get("p1") is None
+
+
+def test_nan_is_not_json(harness):
+    body = prediction_body("p1", "processing").replace(b'"logs": ""', b'"logs": NaN')
+    status, reply = harness.deliver(body, "msg_1")
+    assert status == 400 and "not JSON" in reply["error"]
+
+
+def test_a_seen_webhook_id_with_another_body_is_409_and_applies_nothing(harness):
+    first = prediction_body("p1", "processing", output=[stem_url("vocals")])
+    assert harness.deliver(first, "msg_1")[0] == 200
+    other = prediction_body("p1", "succeeded", output=[stem_url("vocals"), stem_url("guitar")])
+    status, reply = harness.deliver(other, "msg_1")
+    assert status == 409 and "another body" in reply["error"]
+    assert harness.store.get("p1").status == "processing"
+    assert harness.store.get("p1").stems == {"vocals": stem_url("vocals")}
+    assert harness.deliver(first, "msg_1") == (200, {"prediction": "p1", "outcome": "duplicate"})
+
+
+def test_a_database_from_before_the_body_hash_is_upgraded(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE seen_webhooks"
+        " (webhook_id TEXT PRIMARY KEY, prediction_id TEXT NOT NULL, received_at REAL NOT NULL)"
+    )
+    old.execute("INSERT INTO seen_webhooks VALUES ('msg_1', 'p1', 0)")
+    old.commit()
+    old.close()
+    store = receiver.Store(path)
+    update = receiver.Prediction("p1", "processing")
+    assert (
+        store.record("msg_1", update, "abc").outcome is receiver.Outcome.DUPLICATE
+    )  # no hash: not a conflict
+    assert store.record("msg_2", update, "abc").outcome is receiver.Outcome.APPLIED
+    assert store.record("msg_2", update, "def").outcome is receiver.Outcome.CONFLICT
+    store.close()

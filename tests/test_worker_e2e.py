@@ -1,7 +1,9 @@
-"""End to end: the real Cog runtime (tiny weights) → the signing relay → the Worker in workerd.
+"""End to end: the real Cog runtime (tiny weights) → the signing relay → the Worker in workerd → R2.
 
-The Worker is examples/worker's probe entry (the example plus a report of each onStem call), served by
-`node dist/scripts/dev.js`; `scripts/test.sh` runs `npm ci` and builds it before pytest.
+The Worker is examples/worker's probe entry (the example, plus a report of each R2 write and queue send and
+test-only routes that list R2 and D1), served by `node dist/scripts/dev.js` with wrangler.toml's local D1,
+R2 bucket and queues; `scripts/test.sh` runs `npm ci` and builds it before pytest. The runtime uploads each
+stem to a local file host, which serves it back to the Worker as replicate.delivery would.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from fixtures.cog_server import CogServer, Receiver
+from fixtures.cog_server import CogServer
 from fixtures.songs import write_song
 from separation.weights.manifest import REPO_ROOT
 
@@ -26,6 +29,7 @@ WORKER_DIR = REPO_ROOT / "examples" / "worker"
 SECRET = "whsec_" + base64.b64encode(b"fretwise-e2e-signing-key-32bytes").decode()
 INPUT = {"stems": "guitar", "extra_stems": "piano", "output_format": "flac", "chunk_size": 4, "overlap": 1}
 TERMINAL = ("succeeded", "failed", "canceled")
+COPY_SECONDS = 60
 
 pytestmark = pytest.mark.slow
 
@@ -43,22 +47,48 @@ def _load_relay():
 signing_relay = _load_relay()
 
 
-class Recorder:
-    """Records the Worker's outgoing POSTs (onStem reports, transcription jobs) with their arrival times."""
+class Local:
+    """One HTTP server thread on 127.0.0.1 for everything around the Worker: the song (GET /files/<name>),
+    the runtime's uploads (PUT /upload/<name>, served back at GET /stored/<name> with a Content-Length),
+    and the Worker's outgoing POSTs (the probe's reports, transcription jobs) recorded with their times."""
 
     def __init__(self):
+        self.files: dict[str, bytes] = {}
         self.calls: list[tuple[float, str, dict]] = []
-        recorder = self
+        local = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
             def log_message(self, format, *args):
                 pass
 
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                recorder.calls.append((time.monotonic(), self.path, body))
-                self.send_response(204)
+            def _body(self) -> bytes:
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            def _reply(self, status: int, body: bytes = b"", headers: dict | None = None) -> None:
+                self.send_response(status)
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                data = local.files.get(self.path.split("?")[0])
+                if data is None:
+                    self._reply(404)
+                else:
+                    self._reply(200, data, {"Content-Type": "application/octet-stream"})
+
+            def do_PUT(self):
+                name = self.path.split("?")[0].rsplit("/", 1)[-1]
+                local.files[f"/stored/{name}"] = self._body()
+                self._reply(200, headers={"Location": local.url(f"/stored/{name}")})
+
+            def do_POST(self):
+                local.calls.append((time.monotonic(), self.path, json.loads(self._body())))
+                self._reply(204)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
@@ -72,18 +102,19 @@ class Recorder:
 
 
 @pytest.fixture
-def worker_url(tmp_path):
-    """The probe Worker served by workerd; yields (its webhook URL, the recorder of its outgoing calls)."""
+def worker(tmp_path):
+    """The probe Worker served by workerd; yields (its base URL, the local host around it)."""
     if not (WORKER_DIR / "dist" / "scripts" / "dev.js").exists():
         pytest.fail(
             "examples/worker is not built: run `npm ci && npm run build` there (scripts/test.sh does)"
         )
-    recorder = Recorder()
+    local = Local()
     env = dict(
         os.environ,
         WEBHOOK_SECRET=SECRET,
-        PROBE_URL=recorder.url("/on-stem"),
-        TRANSCRIBE_URL=recorder.url("/jobs"),
+        PROBE_URL=local.url("/probe/"),
+        TRANSCRIBE_URL=local.url("/jobs"),
+        RETRY_BASE_SECONDS="1",
     )
     command = ["node", "dist/scripts/dev.js", "--port", "0", "--entry", "test/worker/probe.js"]
     log = open(tmp_path / "worker.log", "w+")
@@ -93,25 +124,30 @@ def worker_url(tmp_path):
     try:
         line = process.stdout.readline()
         assert line.startswith("listening on "), f"{line!r}\n{(tmp_path / 'worker.log').read_text()}"
-        yield line.removeprefix("listening on ").strip(), recorder
+        webhook_url = line.removeprefix("listening on ").strip()
+        yield webhook_url.removesuffix("/webhooks/replicate"), local
     finally:
         process.terminate()
         process.wait(timeout=10)
-        recorder.close()
+        local.close()
         log.close()
 
 
-def test_first_stems_reach_on_stem_before_completed(worker_url, tiny_weights_dir, tmp_path):
-    url, recorder = worker_url
-    relay = signing_relay.SigningRelay(url, SECRET)
-    receiver = Receiver()
-    server = CogServer(tiny_weights_dir, tmp_path / "cog.log", upload_url=receiver.url("/upload/"))
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read()
+
+
+def test_stems_reach_r2_and_the_guitar_is_handed_on(worker, tiny_weights_dir, tmp_path):
+    base, local = worker
+    relay = signing_relay.SigningRelay(f"{base}/webhooks/replicate", SECRET)
+    server = CogServer(tiny_weights_dir, tmp_path / "cog.log", upload_url=local.url("/upload/"))
     try:
         assert server.wait_until_settled(240)["status"] == "READY", server.explain("setup")
-        song = write_song(tmp_path / "song.wav", seconds=10, seed=5).read_bytes()
+        local.files["/files/song.wav"] = write_song(tmp_path / "song.wav", seconds=10, seed=5).read_bytes()
         request = {
             "id": "e2e",
-            "input": {"audio": receiver.serve("song.wav", song), **INPUT},
+            "input": {"audio": local.url("/files/song.wav"), **INPUT},
             "webhook": relay.url,
             "webhook_events_filter": ["start", "output", "completed"],
         }
@@ -121,10 +157,8 @@ def test_first_stems_reach_on_stem_before_completed(worker_url, tiny_weights_dir
         while not any(json.loads(body)["status"] in TERMINAL for _, body, _, _ in relay.forwarded):
             assert time.monotonic() < deadline, server.explain(relay.forwarded)
             time.sleep(0.1)
-        time.sleep(1)  # the hooks of the last event, and any late webhook
     finally:
         server.stop()
-        receiver.close()
         relay.close()
 
     events = [
@@ -133,11 +167,38 @@ def test_first_stems_reach_on_stem_before_completed(worker_url, tiny_weights_dir
     assert [status for _, _, status, _ in events] == [200] * len(events), events
     completed_at, completed, _, _ = next(event for event in events if event[1]["status"] in TERMINAL)
     assert completed["status"] == "succeeded", server.explain(completed)
-    on_stem = [(at, body["stem"]) for at, path, body in recorder.calls if path == "/on-stem"]
-    names = [name for _, name in on_stem]
-    assert sorted(names) == ["guitar", "instrumental", "no_guitar", "piano", "vocals"], names
-    instrumental_at = next(at for at, name in on_stem if name == "instrumental")
-    assert instrumental_at < completed_at, "the instrumental was handed on only after completed"
-    jobs = [body for _, path, body in recorder.calls if path == "/jobs"]
-    assert [job["stem"] for job in jobs] == ["guitar"]
-    assert jobs[0]["figures"] == {**completed["metrics"]["stems"]["guitar"]}
+    figures = completed["metrics"]["stems"]
+    stems = {url.rsplit("/", 1)[-1].split(".")[0] for url in completed["output"] if url.endswith(".flac")}
+    assert stems == {"vocals", "instrumental", "guitar", "no_guitar", "piano"}, completed["output"]
+    present = {name for name in stems if figures[name]["present"]}
+    assert present == stems, f"this song gives every stem audible: {figures}"
+
+    # the copies run from the queue after the webhooks: wait for every stem's row to settle
+    deadline = time.monotonic() + COPY_SECONDS
+    while True:
+        rows = {row["name"]: row for row in json.loads(_get(f"{base}/probe/stems?prediction=e2e"))}
+        settled = rows and all(row["copy_state"] not in ("pending", "queued") for row in rows.values())
+        jobs = [body for _, path, body in local.calls if path == "/jobs"]
+        if settled and jobs:  # the guitar's hand-off comes after its copy
+            break
+        assert time.monotonic() < deadline, rows
+        time.sleep(0.2)
+
+    listed = {entry["key"]: entry for entry in json.loads(_get(f"{base}/probe/r2"))}
+    assert sorted(listed) == sorted(f"stems/e2e/{name}.flac" for name in present), (listed, figures)
+    for name in stems:
+        row, uploaded = rows[name], local.files[f"/stored/{name}.flac"]
+        assert row["copy_state"] == "copied", row
+        assert (row["size_bytes"], row["content_type"]) == (len(uploaded), "audio/flac")
+        assert _get(f"{base}/probe/r2/stems/e2e/{name}.flac") == uploaded, f"{name}: not the file served"
+
+    # each stem was written as it arrived: the instrumental before the runtime sent completed
+    puts = {body["key"]: at for at, path, body in local.calls if path == "/probe/r2-put"}
+    assert puts["stems/e2e/instrumental.flac"] < completed_at, "the instrumental was copied after completed"
+
+    # no input in a self-hosted runtime's webhooks: the guitar is transcribed, from R2
+    [job] = jobs
+    assert job["r2_key"] == "stems/e2e/guitar.flac" and job["idempotency_key"] == "e2e/guitar"
+    expected = {**{"model": None, "terms": None}, **figures["guitar"]}
+    assert job["figures"] == {key: expected[key] for key in job["figures"]}
+    assert "127.0.0.1" not in json.dumps(job), "the job carries the R2 key, never the file's URL"

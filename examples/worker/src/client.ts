@@ -1,8 +1,8 @@
 /**
  * Creating predictions of the stem-separation model with the `replicate` npm client.
  *
- * The output is a list of files named `<stem>.<ext>` in no reliable order: read it with `stemsByName`,
- * never as `output[1]`.
+ * The output is a list of files named `<stem>.<ext>` in no reliable order, then `stems.json` (the figures):
+ * read it with `stemsByName`, never as `output[1]`.
  */
 import type Replicate from "replicate";
 import type { Prediction } from "replicate";
@@ -15,6 +15,14 @@ export { stemsByName } from "./stems.js";
 
 /** The events the Worker needs: `output` brings each stem as soon as it is uploaded, long before `completed`. */
 export const WEBHOOK_EVENTS = ["start", "output", "completed"] as const;
+
+/**
+ * What FretWise asks for when it needs only the guitar: `guitar_only` returns `guitar` and `no_guitar` (the
+ * song without it, to play along) from Mega-53 alone, without the vocals model the `guitar` mode also runs.
+ */
+export function guitarOnlyInput(audio: string): SeparationInput {
+  return { audio, stems: "guitar_only" };
+}
 
 /** `owner/name:version`, or a version id for `createSeparation`. */
 export type ModelVersion = `${string}/${string}:${string}`;

@@ -1,28 +1,28 @@
 /**
- * FretWise's Worker: stores the stems of each prediction in D1 and sends the one it transcribes (`guitar`, or
- * `instrumental` for a prediction that brings no guitar stem) to the transcription service.
+ * FretWise's Worker: keeps each prediction's stems (in R2, and their figures in D1) and hands the one it
+ * transcribes (`guitar`, or `instrumental` for a prediction that brings no guitar stem) on to the
+ * transcription service.
  */
-import { transcriptionStem } from "./input.js";
-import { type Env, type OnStem, createWorker } from "./worker.js";
+import type { HandOffJob } from "./env.js";
+import { type Env, type HandOff, createWorker } from "./worker.js";
 
 export interface FretWiseEnv extends Env {
-  /** Where transcription jobs are POSTed: `{prediction_id, stem, url, figures}`. */
+  /** Where transcription jobs are POSTed: the HandOffJob as JSON, with an Idempotency-Key header. */
   TRANSCRIBE_URL: string;
 }
 
 /**
- * The example `onStem`: POSTs the transcription stem to TRANSCRIBE_URL as soon as it arrives. The input comes
- * with Replicate's webhooks; without it (a self-hosted runtime sends none) the guitar mode is assumed. A Queue
- * binding (`env.TRANSCRIBE.send(job)`) does the same with retries.
+ * The example hand-off: POST the job to TRANSCRIBE_URL. Any answer but a 2xx throws, and the queue tries again
+ * with backoff; a job can arrive more than once, so the service keys it by `Idempotency-Key`
+ * (`<prediction id>/<stem>`). The service reads the stem from the STEMS bucket at `r2_key`.
  */
-export const sendToTranscription: OnStem<FretWiseEnv> = async (stem, prediction, env) => {
-  if (stem.name !== transcriptionStem(prediction.input ?? { stems: "guitar" })) return;
-  const { name, url, ...figures } = stem;
+export const sendToTranscription: HandOff<FretWiseEnv> = async (job: HandOffJob, env) => {
   const response = await fetch(env.TRANSCRIBE_URL, {
     method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ prediction_id: prediction.id, stem: name, url, figures }),
+    headers: { "content-type": "application/json", "idempotency-key": job.idempotency_key },
+    body: JSON.stringify(job),
   });
+  await response.body?.cancel();
   if (!response.ok) throw new Error(`transcription service answered ${response.status}`);
 };
 

@@ -1,17 +1,34 @@
 /**
- * Stem names from output file URLs. The model names each file `<stem>.<ext>` and the runtime lists them in
- * upload-completion order, so a stem is found by its file name, never by its position in `output`.
+ * What each output file of a prediction is. The model names each stem file `<stem>.<ext>` (wav, flac or mp3)
+ * and writes `stems.json` (every stem's figures) as its last file; the runtime lists them in upload-completion
+ * order, so a file is known by its name, never by its position in `output`.
  */
 
-/** An output item as the `replicate` client gives it: a URL string, or a file-output object with `url()`. */
-export type OutputFile = string | { url(): URL | string };
+/** A stem name: what the model writes (`vocals`, `no_guitar`, `acoustic-guitar`) and nothing else. */
+export const STEM_NAME = /^[a-z0-9][a-z0-9_-]{0,63}$/;
+
+/** The output file with every stem's figures, model and terms; never a stem. */
+export const FIGURES_FILE = "stems.json";
+
+/** The audio formats the model writes, by extension: only these files are stems. */
+export const AUDIO_CONTENT_TYPES: ReadonlyMap<string, string> = new Map([
+  ["wav", "audio/wav"],
+  ["flac", "audio/flac"],
+  ["mp3", "audio/mpeg"],
+]);
+
+export type OutputFile =
+  | { kind: "stem"; url: string; name: string; ext: string; contentType: string }
+  | { kind: "figures"; url: string }
+  | { kind: "other"; url: string; file: string };
 
 /**
- * The stem name of one file URL: its last path segment, percent-decoded, without the extension.
- * `https://replicate.delivery/xezq/abc/no_guitar.flac?sig=1` → `no_guitar`. Throws on anything but an
- * http(s) URL with a file name (a `data:` URL has none).
+ * Classify one output URL by its file name: the last path segment, split off before percent-decoding (so an
+ * encoded `/` stays inside the name), decoded, then cut at its last dot. An audio file whose name is not a
+ * stem name (e.g. `..%2F..%2Fetc%2Fpasswd.wav`) throws a TypeError naming it; so does anything but an http(s)
+ * URL with a file name.
  */
-export function stemName(url: string): string {
+export function classifyOutput(url: string): OutputFile {
   let parsed: URL;
   try {
     parsed = new URL(url);
@@ -21,28 +38,50 @@ export function stemName(url: string): string {
   if (parsed.protocol !== "http:" && parsed.protocol !== "https:") {
     throw new TypeError(`expected an http(s) file URL, got ${JSON.stringify(url.slice(0, 60))}`);
   }
-  const file = decodeURIComponent(parsed.pathname.split("/").pop() ?? "");
-  const name = file.includes(".") ? file.slice(0, file.lastIndexOf(".")) : file;
-  if (!name) throw new TypeError(`file URL has no file name: ${url}`);
-  return name;
+  const segment = parsed.pathname.slice(parsed.pathname.lastIndexOf("/") + 1);
+  let file: string;
+  try {
+    file = decodeURIComponent(segment);
+  } catch {
+    throw new TypeError(`file name ${JSON.stringify(segment.slice(0, 80))} is not valid percent-encoding`);
+  }
+  if (!file) throw new TypeError(`file URL has no file name: ${url.slice(0, 120)}`);
+  if (file === FIGURES_FILE) return { kind: "figures", url };
+  const dot = file.lastIndexOf(".");
+  const ext = dot === -1 ? "" : file.slice(dot + 1).toLowerCase();
+  const contentType = AUDIO_CONTENT_TYPES.get(ext);
+  if (contentType === undefined) return { kind: "other", url, file };
+  const name = file.slice(0, dot);
+  if (!STEM_NAME.test(name)) {
+    throw new TypeError(
+      `output file ${JSON.stringify(file.slice(0, 80))} does not name a stem ` +
+        `(a stem name is 1 to 64 of a-z, 0-9, _ and -, starting with a letter or digit)`,
+    );
+  }
+  return { kind: "stem", url, name, ext, contentType };
 }
 
+/** An output item as the `replicate` client gives it: a URL string, or a file-output object with `url()`. */
+export type OutputItem = string | { url(): URL | string };
+
 /**
- * `{stem: url}` for a prediction's output: URL strings and the client's file-output objects alike.
- * Throws when `output` is not a list, an item is no file URL, or two files give the same stem.
+ * `{stem: url}` for a prediction's output: URL strings and the client's file-output objects alike;
+ * `stems.json` and other files that are not audio are left out. Throws when `output` is not a list, an item
+ * is no file URL, a stem file's name is not a stem name, or two files give the same stem.
  */
 export function stemsByName(output: unknown): Record<string, string> {
   if (!Array.isArray(output)) {
     throw new TypeError(`expected a list of output files, got ${output === null ? "null" : typeof output}`);
   }
-  const stems: Record<string, string> = {};
+  const stems = new Map<string, string>();
   for (const item of output as unknown[]) {
-    const url = fileUrl(item);
-    const name = stemName(url);
-    if (name in stems) throw new TypeError(`two files for stem "${name}": ${stems[name]} and ${url}`);
-    stems[name] = url;
+    const file = classifyOutput(fileUrl(item));
+    if (file.kind !== "stem") continue;
+    const seen = stems.get(file.name);
+    if (seen !== undefined) throw new TypeError(`two files for stem "${file.name}": ${seen} and ${file.url}`);
+    stems.set(file.name, file.url);
   }
-  return stems;
+  return Object.fromEntries(stems);
 }
 
 function fileUrl(item: unknown): string {
