@@ -20,8 +20,8 @@ export const EXTRA_STEM_NAMES = [
   "viola", "violin", "vocal", "wind", "wind-chimes", "woodwind",
 ] as const;
 
-/** The longest `extra_stems` the model takes: every name once, joined by commas. */
-export const EXTRA_STEMS_MAX_LENGTH = EXTRA_STEM_NAMES.join(",").length;
+/** The longest `extra_stems` the model takes: every name once, separated by a comma and a space. */
+export const EXTRA_STEMS_MAX_LENGTH = EXTRA_STEM_NAMES.join(", ").length;
 
 export interface SeparationInput {
   /** The song: a URL (or data URL) to any common audio or video file. */
