@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m separation", description="Separate songs into stems (BS-RoFormer + Demucs v4)."
     )
     parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="audio or video files")
-    for spec in declared_inputs(StemPlan.load(CONFIG_DIR / PLAN_FILE_NAME))[1:]:
+    for spec in StemPlan.load(CONFIG_DIR / PLAN_FILE_NAME).declared_inputs()[1:]:
         option = "--" + spec.name.replace("_", "-")
         parser.add_argument(
             option,

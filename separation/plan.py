@@ -11,7 +11,7 @@ a code change. `resolve` turns a request (a mode and extra stems) into the work 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -19,7 +19,7 @@ import yaml
 from .errors import SettingsError, quoted
 from .models.base import ModelSpec
 from .models.registry import MODEL_TYPES
-from .request import Request, check_value, declared_inputs
+from .request import InputSpec, Request, check_value, declared_inputs
 from .weights.manifest import CONFIG_DIR, own_or_project
 
 PLAN_FILE_NAME = "stems.yaml"
@@ -152,13 +152,33 @@ class StemPlan:
             return ()
         return self.models[self.extra_stems_from].stem_names()
 
+    def declared_inputs(self) -> tuple[InputSpec, ...]:
+        """Every input as `request.declared_inputs` declares it, with what this plan decides filled in:
+        its modes for `stems` (each with its stems and models, in the description), and for `extra_stems`
+        its extras model's names (in the description) and the longest valid text (all of them,
+        ", "-separated)."""
+        specs = []
+        for spec in declared_inputs():
+            if spec.name == "stems":
+                modes = "; ".join(
+                    f"{mode}: {', '.join(self.stems_of(mode))} ({' + '.join(self.modes[mode].models)})"
+                    for mode in self.modes
+                )
+                spec = replace(spec, choices=tuple(self.modes), description=f"{spec.description} {modes}.")
+            elif spec.name == "extra_stems":
+                names = self.extra_stem_names
+                listed = f"{spec.description} Any of: {', '.join(names)}." if names else spec.description
+                spec = replace(spec, choices=(), description=listed, max_length=len(", ".join(names)))
+            specs.append(spec)
+        return tuple(specs)
+
     def resolve(self, request: Request) -> Work:
         """The work of a request: the mode's models and stems, then each extra stem (from the extras model,
         run once with the mode's stems where the mode uses it too). SettingsError for a mode the plan does
         not have, an extra stems text longer than any valid one, an unknown, repeated or already returned
         extra stem (listing the valid names), and for what a model cannot run (its spec's
         `check_request`): all before any model loads."""
-        for spec in declared_inputs(self):
+        for spec in self.declared_inputs():
             if spec.name in ("stems", "extra_stems"):
                 check_value(spec, getattr(request, spec.name))
         mode, extra_stems = request.stems, request.extra_stem_names

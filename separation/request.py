@@ -5,7 +5,7 @@ Each field of `Request` is an input, under the same name everywhere: the Cog mod
 (`--chunk-size`), `.cog/openapi_schema.json` and the TypeScript client's input type (checked against the
 schema by its tests). A field's declaration holds its default, description, choices or range and, for
 text, its longest valid length. Two facts come from the stem plan: the modes a `stems` value may name and
-the Mega-53 names `extra_stems` may list (`declared_inputs(plan)` fills them in).
+the Mega-53 names `extra_stems` may list (`StemPlan.declared_inputs` fills them in).
 
 Making a `Request` checks every value against its declaration, so the Cog model, the command line and the
 Python API refuse a bad value the same way, before any model loads: one SettingsError line that names the
@@ -21,7 +21,7 @@ import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .audio.encoders import MP3_BITRATES, OUTPUT_FORMATS, OUTPUT_SAMPLE_RATES, WAV_BIT_DEPTHS, OutputSettings
 from .audio.samplerate import SAMPLE_RATE
@@ -29,10 +29,7 @@ from .errors import SettingsError, quoted
 from .models.base import RunOptions
 from .models.chunking import PRECISIONS, check_chunking
 
-if TYPE_CHECKING:
-    from .plan import StemPlan
-
-FROM_PLAN = "from the stem plan"  # choices filled in by `declared_inputs`
+FROM_PLAN = "from the stem plan"  # choices filled in by `StemPlan.declared_inputs`
 REQUIRED = dataclasses.MISSING  # an input without a default
 
 
@@ -118,9 +115,10 @@ class Request:
 
     def __post_init__(self):
         """Check every value against its declaration, then the overlap against the chunk."""
-        for spec in declared_inputs():
-            if spec.name != "audio":
-                check_value(spec, getattr(self, spec.name))
+        for spec in declared_inputs()[1:]:
+            if spec.choices == FROM_PLAN:  # the type here; the plan checks the rest when it resolves
+                spec = dataclasses.replace(spec, choices=())
+            check_value(spec, getattr(self, spec.name))
         check_chunking(self.run_options.chunk_samples, self.run_options.overlap_samples)
         _stem_names(self.extra_stems)
 
@@ -163,37 +161,18 @@ def _stem_names(text: str) -> tuple[str, ...]:
     return names
 
 
-def declared_inputs(plan: StemPlan | None = None) -> tuple[InputSpec, ...]:
-    """The audio, then every Request field, as InputSpecs in declaration order. With a plan, the choices
-    it decides are filled in: its modes for `stems`, and for `extra_stems` its extras model's names (in the
-    description) and the longest valid text (all of them, ", "-separated)."""
+def declared_inputs() -> tuple[InputSpec, ...]:
+    """The audio, then every Request field, as InputSpecs in declaration order; what the stem plan decides
+    (FROM_PLAN) is left open here and filled in by `StemPlan.declared_inputs`."""
     specs = [AUDIO]
     hints = typing.get_type_hints(Request)
     for request_field in dataclasses.fields(Request):
-        facts = dict(request_field.metadata["input"])
         kind = hints[request_field.name]  # `int | None`: int
         kind = next((arg for arg in typing.get_args(kind) if arg is not type(None)), kind)
-        spec = InputSpec(request_field.name, kind, request_field.default, **facts)
-        if spec.choices == FROM_PLAN:
-            spec = _planned(spec, plan)
-        specs.append(spec)
-    return tuple(specs)
-
-
-def _planned(spec: InputSpec, plan: StemPlan | None) -> InputSpec:
-    """`stems` and `extra_stems` with what the plan decides (without a plan: checked when it resolves)."""
-    if plan is None:
-        return dataclasses.replace(spec, choices=())
-    if spec.name == "stems":
-        modes = "; ".join(
-            f"{mode}: {', '.join(plan.stems_of(mode))} ({' + '.join(plan.modes[mode].models)})"
-            for mode in plan.modes
+        specs.append(
+            InputSpec(request_field.name, kind, request_field.default, **request_field.metadata["input"])
         )
-        description = f"{spec.description} {modes}."
-        return dataclasses.replace(spec, choices=tuple(plan.modes), description=description)
-    names = plan.extra_stem_names
-    description = f"{spec.description} Any of: {', '.join(names)}." if names else spec.description
-    return dataclasses.replace(spec, choices=(), description=description, max_length=len(", ".join(names)))
+    return tuple(specs)
 
 
 def check_value(spec: InputSpec, value: object) -> None:

@@ -17,7 +17,7 @@ from separation.request import REQUIRED, Request, declared_inputs
 from separation.weights.manifest import REPO_ROOT
 
 PLAN = StemPlan.load(CONFIG_DIR / PLAN_FILE_NAME)
-COG_INPUTS = [spec for spec in declared_inputs(PLAN) if spec.cog]
+COG_INPUTS = [spec for spec in PLAN.declared_inputs() if spec.cog]
 
 # --- the Cog model's signature is the declaration --------------------------------------------------------
 
@@ -80,7 +80,7 @@ def test_the_command_line_takes_every_input_under_its_own_name(capsys):
     with pytest.raises(SystemExit):
         parse_args(["--help"])
     help_text = capsys.readouterr().out
-    for spec in declared_inputs(PLAN)[1:]:
+    for spec in PLAN.declared_inputs()[1:]:
         assert "--" + spec.name.replace("_", "-") in help_text
     args = parse_args(["song.wav"])
     assert {spec.name: getattr(args, spec.name) for spec in declared_inputs()[1:]} == vars(Request())

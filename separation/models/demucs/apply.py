@@ -33,7 +33,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -42,9 +41,6 @@ from demucs.utils import center_trim
 from ...errors import AudioError, SettingsError, WeightsError
 from ..base import Progress, RunOptions, StemSpan
 from .bag import load_bag
-
-if TYPE_CHECKING:
-    from .spec import DemucsSpec
 
 SHIFT_RANGE_SECONDS = 0.5  # apply_model shifts the track by a random offset in [0, 0.5 s] per shift
 NORMALISATION_EPSILON = 1e-8  # added to the standard deviation, as in demucs.api
@@ -156,23 +152,37 @@ def _check_mix(mix: object, channels: int) -> None:
 
 
 class DemucsModel:
-    """A Demucs bag of the plan (`spec`), loaded from the weights folder onto `device`, applied as demucs.api
-    applies it.
+    """Demucs bag `bag` from the folder `bag_dir`, loaded onto `device`, applied as demucs.api applies it:
+    the plan's model `name` (`spec.DemucsSpec` checked every value and builds it).
 
-    The spec's `shifts` and `overlap_fraction` mean what `demucs.apply.apply_model`'s `shifts` and
-    `overlap` mean; its `seed` seeds the shift offsets so the same request gives the same output. The bag
-    stays on `device`; the track and the outputs stay in host memory, and only segments go to the device.
+    `sources`: the bag's sources as the plan names them, checked against the loaded bag. `shifts` and
+    `overlap_fraction` mean what `demucs.apply.apply_model`'s `shifts` and `overlap` mean; `seed` seeds the
+    shift offsets so the same request gives the same output; `batch_size`: segments per forward pass unless
+    the request sets one. The bag stays on `device`; the track and the outputs stay in host memory, and only
+    segments go to the device.
     """
 
-    def __init__(self, spec: DemucsSpec, weights_dir: Path, device: torch.device) -> None:
-        self.spec, self.device = spec, torch.device(device)
-        self.bag = load_bag(spec.bag, Path(weights_dir) / spec.folder, self.device)
-        if list(self.bag.sources) != list(spec.sources):
+    def __init__(
+        self,
+        name: str,
+        bag_dir: Path,
+        bag: str,
+        sources: Sequence[str],
+        device: torch.device,
+        *,
+        shifts: int,
+        overlap_fraction: float,
+        seed: int,
+        batch_size: int,
+    ) -> None:
+        self.name, self.bag_name, self.device = name, bag, torch.device(device)
+        self.bag = load_bag(bag, Path(bag_dir), self.device)
+        if list(self.bag.sources) != list(sources):
             raise WeightsError(
-                f"Demucs bag '{spec.bag}' gives {', '.join(self.bag.sources)}; the plan's model {spec.name} "
-                f"says {', '.join(spec.sources)}"
+                f"Demucs bag '{bag}' gives {', '.join(self.bag.sources)}; the plan's model {name} says "
+                f"{', '.join(sources)}"
             )
-        self.shifts, self.overlap, self.seed = spec.shifts, spec.overlap_fraction, spec.seed
+        self.shifts, self.overlap, self.seed, self.batch_size = shifts, overlap_fraction, seed, batch_size
         # The seeded use of the process-wide `random` must not interleave between threads.
         self._lock = threading.Lock()
 
@@ -196,11 +206,11 @@ class DemucsModel:
         for k in source_indices:
             if all(weights[k] == 0 for weights in bag.weights):
                 raise WeightsError(
-                    f"bag '{self.spec.bag}' gives source {bag.sources[k]} weight 0 in every model"
+                    f"bag '{self.bag_name}' gives source {bag.sources[k]} weight 0 in every model"
                 )
         _check_mix(mix, bag.audio_channels)
         track = _NormalisedTrack.of(mix.cpu())  # [channels, samples]
-        batch_size = options.batch_size or self.spec.batch_size
+        batch_size = options.batch_size or self.batch_size
         with self._lock, _seeded_python_random(self.seed):
             yield from self._apply_bag(track, source_indices, batch_size)
 

@@ -65,4 +65,14 @@ class DemucsSpec(ModelSpec):
         return [str(path.relative_to(weights_dir)) for path in bag_files(self.bag, weights_dir / self.folder)]
 
     def build(self, weights_dir: Path, device: torch.device) -> DemucsModel:
-        return DemucsModel(self, weights_dir, device)
+        return DemucsModel(
+            self.name,
+            Path(weights_dir) / self.folder,
+            self.bag,
+            self.sources,
+            device,
+            shifts=self.shifts,
+            overlap_fraction=self.overlap_fraction,
+            seed=self.seed,
+            batch_size=self.batch_size,
+        )
