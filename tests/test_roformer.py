@@ -13,9 +13,10 @@ from einops import rearrange
 
 from fixtures.tiny_roformer import VIPERX_CONFIG, randomize, tiny_config, write_tiny_roformer
 from separation.errors import WeightsError
-from separation.models.roformer import bs_roformer as roformer
-from separation.models.roformer.bs_roformer import BSRoformer, RotaryEmbedding, Transformer
+from separation.models.roformer import transformer as roformer_transformer
+from separation.models.roformer.bs_roformer import BSRoformer
 from separation.models.roformer.checkpoint import RoformerCheckpoint, load_config
+from separation.models.roformer.transformer import RotaryEmbedding, Transformer
 
 DATA = Path(__file__).parent / "data"
 
@@ -132,9 +133,9 @@ def test_cpu_sequence_groups_update_the_batch_in_place_as_one_pass_would(monkeyp
     transformer = randomize(Transformer(32, depth=2, heads=2, dim_head=16, rotary_embed=RotaryEmbedding(16)))
     x = torch.randn(7, 10, 32)  # [sequences, seq, dim]; the feed-forward is 128 wide
     with torch.inference_mode():
-        monkeypatch.setattr(roformer, "CPU_BLOCK_BYTES", 2**40)
+        monkeypatch.setattr(roformer_transformer, "CPU_BLOCK_BYTES", 2**40)
         whole = transformer(x.clone())
-        monkeypatch.setattr(roformer, "CPU_BLOCK_BYTES", block_bytes)
+        monkeypatch.setattr(roformer_transformer, "CPU_BLOCK_BYTES", block_bytes)
         grouped = x.clone()
         returned = transformer(grouped)
     assert returned is grouped  # the residual stream is updated in place

@@ -26,9 +26,10 @@ from fixtures.tiny_roformer import (
     write_tiny_mega53,
 )
 from separation.errors import WeightsError
-from separation.models.roformer.bs_roformer import BSRoformer, RotaryEmbedding
+from separation.models.roformer.bs_roformer import BSRoformer
 from separation.models.roformer.checkpoint import RoformerCheckpoint, load_config, split_heads
 from separation.models.roformer.memory import forward_bytes, head_bytes, heads_per_group
+from separation.models.roformer.transformer import RotaryEmbedding
 from separation.plan import CONFIG_DIR, PLAN_FILE_NAME, StemPlan
 from separation.request import SeparationSettings
 
