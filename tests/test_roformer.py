@@ -11,7 +11,7 @@ import torch
 import yaml
 from einops import rearrange
 
-from fixtures.tiny_roformer import VIPERX_CONFIG, randomize, tiny_config, write_tiny_roformer
+from fixtures.tiny_roformer import MEGA53_CONFIG, VIPERX_CONFIG, randomize, tiny_config, write_tiny_roformer
 from separation.errors import WeightsError
 from separation.models.roformer import transformer as roformer_transformer
 from separation.models.roformer.bs_roformer import BSRoformer
@@ -35,6 +35,28 @@ def test_config_geometry_is_the_published_one():
     with open(DATA / "model_bs_roformer_ep_317_sdr_12.9755.yaml") as f:
         published = yaml.load(f, Loader=yaml.FullLoader)["model"]
     assert ours == {k: list(v) if isinstance(v, tuple) else v for k, v in published.items()}
+
+
+@pytest.mark.parametrize(
+    ("published", "ours"),
+    [
+        ("model_bs_roformer_ep_317_sdr_12.9755.yaml", VIPERX_CONFIG),
+        ("mvsep_mega_model_bs_roformer_53_stems.yaml", MEGA53_CONFIG),
+    ],
+)
+def test_msst_configs_as_published_load_as_ours_do(published, ours):
+    """A BS-RoFormer's MSST config, `!!python/tuple`s and all, gives the model and stems of our config of the
+    same checkpoint (ours states Mega-53's `zero_dc`, which MSST's leaves to MSST's default), and Mega-53's
+    config chunking."""
+    upstream, config = load_config(DATA / published), load_config(ours)
+    assert "zero_dc" not in upstream["model"]
+    assert upstream["model"] == {key: value for key, value in config["model"].items() if key != "zero_dc"}
+    assert upstream["stems"] == config["stems"]
+    if "chunk_samples" in config["inference"]:
+        chunking = ("chunk_samples", "overlap_samples", "batch_size")
+        assert [upstream["inference"][key] for key in chunking] == [
+            config["inference"][key] for key in chunking
+        ]
 
 
 def test_meta_model_matches_the_viperx_state_dict_listing():
