@@ -70,8 +70,8 @@ def edited_plan(tmp_path: Path, edit) -> Path:
     ("edit", "words"),
     [
         (
-            lambda d: d["models"]["htdemucs_ft"].update(type="mel_band_roformer"),
-            "unknown type 'mel_band_roformer'",
+            lambda d: d["models"]["htdemucs_ft"].update(type="scnet"),
+            "unknown type 'scnet'",
         ),
         (
             lambda d: d["modes"]["all_4"]["models"].update(htdemucs_v5=["drums"]),

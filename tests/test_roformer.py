@@ -11,11 +11,12 @@ import torch
 import yaml
 from einops import rearrange
 
-from fixtures.tiny_roformer import VIPERX_CONFIG, randomize, tiny_config, write_tiny_roformer
+from fixtures.tiny_roformer import MEGA53_CONFIG, VIPERX_CONFIG, randomize, tiny_config, write_tiny_roformer
 from separation.errors import WeightsError
-from separation.models.roformer import bs_roformer as roformer
-from separation.models.roformer.bs_roformer import BSRoformer, RotaryEmbedding, Transformer
+from separation.models.roformer import transformer as roformer_transformer
+from separation.models.roformer.bs_roformer import BSRoformer
 from separation.models.roformer.checkpoint import RoformerCheckpoint, load_config
+from separation.models.roformer.transformer import RotaryEmbedding, Transformer
 
 DATA = Path(__file__).parent / "data"
 
@@ -34,6 +35,28 @@ def test_config_geometry_is_the_published_one():
     with open(DATA / "model_bs_roformer_ep_317_sdr_12.9755.yaml") as f:
         published = yaml.load(f, Loader=yaml.FullLoader)["model"]
     assert ours == {k: list(v) if isinstance(v, tuple) else v for k, v in published.items()}
+
+
+@pytest.mark.parametrize(
+    ("published", "ours"),
+    [
+        ("model_bs_roformer_ep_317_sdr_12.9755.yaml", VIPERX_CONFIG),
+        ("mvsep_mega_model_bs_roformer_53_stems.yaml", MEGA53_CONFIG),
+    ],
+)
+def test_msst_configs_as_published_load_as_ours_do(published, ours):
+    """A BS-RoFormer's MSST config, `!!python/tuple`s and all, gives the model and stems of our config of the
+    same checkpoint (ours states Mega-53's `zero_dc`, which MSST's leaves to MSST's default), and Mega-53's
+    config chunking."""
+    upstream, config = load_config(DATA / published), load_config(ours)
+    assert "zero_dc" not in upstream["model"]
+    assert upstream["model"] == {key: value for key, value in config["model"].items() if key != "zero_dc"}
+    assert upstream["stems"] == config["stems"]
+    if "chunk_samples" in config["inference"]:
+        chunking = ("chunk_samples", "overlap_samples", "batch_size")
+        assert [upstream["inference"][key] for key in chunking] == [
+            config["inference"][key] for key in chunking
+        ]
 
 
 def test_meta_model_matches_the_viperx_state_dict_listing():
@@ -132,9 +155,9 @@ def test_cpu_sequence_groups_update_the_batch_in_place_as_one_pass_would(monkeyp
     transformer = randomize(Transformer(32, depth=2, heads=2, dim_head=16, rotary_embed=RotaryEmbedding(16)))
     x = torch.randn(7, 10, 32)  # [sequences, seq, dim]; the feed-forward is 128 wide
     with torch.inference_mode():
-        monkeypatch.setattr(roformer, "CPU_BLOCK_BYTES", 2**40)
+        monkeypatch.setattr(roformer_transformer, "CPU_BLOCK_BYTES", 2**40)
         whole = transformer(x.clone())
-        monkeypatch.setattr(roformer, "CPU_BLOCK_BYTES", block_bytes)
+        monkeypatch.setattr(roformer_transformer, "CPU_BLOCK_BYTES", block_bytes)
         grouped = x.clone()
         returned = transformer(grouped)
     assert returned is grouped  # the residual stream is updated in place

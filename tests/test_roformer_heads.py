@@ -1,22 +1,18 @@
 """Multi-stem BS-RoFormer (MVSep Mega-53): zero-DC against MSST 0.1.0, head selection, heads in bounded
-groups and the memory of a forward pass, partial loading."""
+groups and the memory of a forward pass (of both family members), partial loading."""
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import importlib
-import importlib.util
-import sys
-import types
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 import separation.models.roformer.memory as roformer_memory
+from fixtures.msst_oracle import msst_bs_roformer, published
 from fixtures.tiny_roformer import (
+    KIM_MEL_CONFIG,
     MEGA53_CONFIG,
     forward_peaks,
     loaded_heads,
@@ -26,43 +22,17 @@ from fixtures.tiny_roformer import (
     write_tiny_mega53,
 )
 from separation.errors import WeightsError
-from separation.models.roformer.bs_roformer import BSRoformer, RotaryEmbedding
+from separation.models.roformer.bs_roformer import BSRoformer
 from separation.models.roformer.checkpoint import RoformerCheckpoint, load_config, split_heads
+from separation.models.roformer.mel_band_roformer import MelBandRoformer
 from separation.models.roformer.memory import forward_bytes, head_bytes, heads_per_group
+from separation.models.roformer.transformer import RotaryEmbedding
 from separation.plan import CONFIG_DIR, PLAN_FILE_NAME, StemPlan
 from separation.request import Request
 
 DATA = Path(__file__).parent / "data"
 MEGA53_YAML = DATA / "mvsep_mega_model_bs_roformer_53_stems.yaml"  # MSST's file, byte for byte
 MEGA53_YAML_SHA256 = "7e198062a251587088adb91215a4f44ab59e67bd62fcc805cf54d6e7dfc51103"
-
-
-@functools.cache
-def msst_bs_roformer() -> types.ModuleType:
-    """MSST 0.1.0's `msst/models/bs_roformer/bs_roformer.py`, without running the package `__init__`s.
-
-    The package root imports MSST's training and inference stack; the model module needs only
-    its sibling `attend.py`, torch, einops, beartype and rotary-embedding-torch.
-    """
-    root = Path(importlib.util.find_spec("msst").submodule_search_locations[0])
-    folders = {
-        "msst": root,
-        "msst.models": root / "models",
-        "msst.models.bs_roformer": root / "models/bs_roformer",
-    }
-    for name, folder in folders.items():
-        package = types.ModuleType(name)  # empty: its submodules import, its __init__ does not run
-        package.__path__ = [str(folder)]
-        sys.modules.setdefault(name, package)
-    return importlib.import_module("msst.models.bs_roformer.bs_roformer")
-
-
-def published(path: Path) -> dict:
-    """An MSST config as MSST reads it (yaml.FullLoader), tuples turned into lists."""
-    with open(path) as f:
-        config = yaml.load(f, Loader=yaml.FullLoader)
-    config["model"] = {k: list(v) if isinstance(v, tuple) else v for k, v in config["model"].items()}
-    return config
 
 
 @pytest.fixture(scope="module")
@@ -92,10 +62,10 @@ def song(samples: int, seed: int = 0) -> torch.Tensor:
 @pytest.mark.parametrize(
     ("zero_dc", "samples", "group_bytes"),
     [
-        (False, 2 * 44100, 2**62),  # 2 s (172.3 hops), all heads in one group
-        (True, 2 * 44100, 1),  # one head per group
-        (False, 160 * 512, 1),  # a whole number of hops
-        (True, 160 * 512, 2**62),
+        (True, 2 * 44100, 1),  # 2 s (172.3 hops), one head per group: the fast loop's oracle case
+        pytest.param(False, 2 * 44100, 2**62, marks=pytest.mark.slow),  # all heads in one group
+        pytest.param(False, 160 * 512, 1, marks=pytest.mark.slow),  # a whole number of hops
+        pytest.param(True, 160 * 512, 2**62, marks=pytest.mark.slow),
     ],
 )
 def test_forward_equals_msst(monkeypatch, zero_dc, samples, group_bytes):
@@ -104,8 +74,7 @@ def test_forward_equals_msst(monkeypatch, zero_dc, samples, group_bytes):
     config |= {"num_stems": 3, "zero_dc": zero_dc}
     torch.manual_seed(0)
     ours = randomize(BSRoformer(**config)).eval()
-    reference_kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
-    reference = msst_bs_roformer().BSRoformer(**reference_kwargs).eval()
+    reference = msst_bs_roformer(config).eval()
     reference.load_state_dict(ours.state_dict(), strict=True)
     audio = song(samples)
     with torch.inference_mode():
@@ -214,21 +183,36 @@ def test_forward_bytes_grow_with_the_heads_by_their_output_at_most():
             assert one_group <= more <= one_group + (heads - group) * output_per_head, (dtype, heads)
 
 
-@pytest.mark.slow
-def test_forward_bytes_bounds_the_measured_peak():
-    """Resident-memory growth of a forward on the CPU, measured in a fresh process (see `forward_peaks`):
-    the estimate is above it, by at most half of it, for any number of heads."""
-    tiny = tiny_mega53_config(num_stems=24)["model"]
-    mid = tiny_config(dim=64, depth=2, heads=4, dim_head=16, base=MEGA53_CONFIG)["model"] | {"num_stems": 8}
-    cases = [
-        (tiny, [(1, 4 * 44100, [20]), (1, 4 * 44100, list(range(24)))]),
+def forward_bytes_cases(network: type[torch.nn.Module]) -> list[tuple[dict, list]]:
+    """(model config, [(batch, samples, heads)]) to measure: a tiny and a wider trunk of the member's
+    published geometry (Mega-53's for BS, Kim's vocals for Mel-Band), one head and many."""
+    if network is BSRoformer:
+        tiny = tiny_mega53_config(num_stems=24)["model"]
+        mid = tiny_config(dim=64, depth=2, heads=4, dim_head=16, base=MEGA53_CONFIG)["model"] | {
+            "num_stems": 8
+        }
+        return [
+            (tiny, [(1, 4 * 44100, [20]), (1, 4 * 44100, list(range(24)))]),
+            (mid, [(2, 3 * 44100, [0]), (2, 3 * 44100, list(range(8)))]),
+        ]
+    tiny = tiny_config(dim=8, heads=1, dim_head=8, base=KIM_MEL_CONFIG)["model"] | {"num_stems": 12}
+    mid = tiny_config(dim=64, depth=2, heads=4, dim_head=16, base=KIM_MEL_CONFIG)["model"] | {"num_stems": 8}
+    return [
+        (tiny, [(1, 4 * 44100, [7]), (1, 4 * 44100, list(range(12)))]),
         (mid, [(2, 3 * 44100, [0]), (2, 3 * 44100, list(range(8)))]),
     ]
-    for config, runs in cases:
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("network", [BSRoformer, MelBandRoformer])
+def test_forward_bytes_bounds_the_measured_peak(network):
+    """Resident-memory growth of a forward on the CPU, measured in a fresh process (see `forward_peaks`):
+    the estimate is above it, by at most half of it, for any number of heads, for both members."""
+    for config, runs in forward_bytes_cases(network):
         with torch.device("meta"):
-            model = BSRoformer(**config)
+            model = network(**config)
         assert len(runs[-1][2]) > heads_per_group(model, *runs[-1][:2])  # several groups
-        for (batch, samples, heads), measured in zip(runs, forward_peaks(config, runs), strict=True):
+        for (batch, samples, heads), measured in zip(runs, forward_peaks(config, runs, network), strict=True):
             estimate = forward_bytes(model, batch, samples, len(heads))
             assert measured <= estimate <= 1.5 * measured, (batch, samples, len(heads), measured, estimate)
 

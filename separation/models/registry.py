@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from .base import ModelSpec
 from .demucs.spec import DemucsSpec
-from .roformer.spec import RoformerSpec
+from .roformer.spec import MelBandRoformerSpec, RoformerSpec
 
-MODEL_TYPES: dict[str, type[ModelSpec]] = {spec.type_name: spec for spec in (RoformerSpec, DemucsSpec)}
+MODEL_TYPES: dict[str, type[ModelSpec]] = {
+    spec.type_name: spec for spec in (RoformerSpec, DemucsSpec, MelBandRoformerSpec)
+}

@@ -1,8 +1,9 @@
-"""Loading a BS-RoFormer checkpoint: its config, the memory-mapped state_dict checked strictly against the
-model's listing, and the mask heads a request needs, each on first use.
+"""Loading a RoFormer checkpoint of either family member: its config (MSST's YAML as published, or ours),
+the memory-mapped state_dict checked strictly against the model's listing, and the mask heads a request
+needs, each on first use.
 
 A multi-stem checkpoint is loaded by `RoformerCheckpoint`: the trunk at once, each mask estimator ("head")
-when a request first needs it; `BSRoformer.forward(audio, heads)` computes only the heads it is given.
+when a request first needs it; `Roformer.forward(audio, heads)` computes only the heads it is given.
 """
 
 from __future__ import annotations
@@ -16,14 +17,57 @@ import torch
 import yaml
 from torch import nn
 
-from ...errors import WeightsError
+from ...audio.samplerate import SAMPLE_RATE
+from ...errors import SettingsError, WeightsError
 from .bs_roformer import BSRoformer
 
 
+class ConfigLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that also reads `!!python/tuple` sequences, as lists: MSST writes its configs with
+    that tag (yaml.dump of tuples). Every other Python tag is refused, as by yaml.safe_load."""
+
+
+ConfigLoader.add_constructor(
+    "tag:yaml.org,2002:python/tuple", lambda loader, node: loader.construct_sequence(node, deep=True)
+)
+
+
 def load_config(path: str | Path) -> dict:
-    """Read a model config (yaml.safe_load: tuples are written as lists)."""
+    """Read a model config: ours, or MSST's as published (`!!python/tuple` read as a list).
+
+    The sections this project reads are filled from MSST's where a config has only those (set ones are
+    kept): `stems`, the model's outputs in head order, from `training` (the `target_instrument` where set,
+    else the `instruments`, as MSST's inference names them); `inference.chunk_samples` and
+    `inference.overlap_samples` from MSST's `chunk_size` (of `inference`, else of `audio`) and
+    `num_overlap` (a chunk starts every chunk_size // num_overlap samples, as in MSST's demix).
+    SettingsError where the stems do not match `model.num_stems` or the config's sample rate is not the
+    project's (SAMPLE_RATE).
+    """
     with open(path) as f:
-        return yaml.safe_load(f)
+        config = yaml.load(f, Loader=ConfigLoader)  # a SafeLoader: no Python objects
+    training, audio = config.get("training", {}), config.get("audio", {})
+    inference = config.setdefault("inference", {})
+    if "stems" not in config and training:
+        target = training.get("target_instrument")
+        config["stems"] = [target] if target else list(training["instruments"])
+    stems, num_stems = config.get("stems", []), config["model"].get("num_stems", 1)
+    if len(stems) != num_stems:
+        raise SettingsError(f"{path}: the config names {len(stems)} stems {stems}, its model has {num_stems}")
+    if "chunk_samples" not in inference and "num_overlap" in inference:
+        chunk = inference.get("chunk_size", audio.get("chunk_size"))
+        if chunk is None:
+            raise SettingsError(
+                f"{path}: inference.num_overlap is set, but no chunk_size in inference or audio"
+            )
+        inference["chunk_samples"] = chunk
+        inference["overlap_samples"] = chunk - chunk // inference["num_overlap"]
+    for section in ("audio", "model"):
+        rate = config.get(section, {}).get("sample_rate", SAMPLE_RATE)
+        if rate != SAMPLE_RATE:
+            raise SettingsError(
+                f"{path}: {section}.sample_rate is {rate}; this project runs at {SAMPLE_RATE} Hz"
+            )
+    return config
 
 
 def read_state_dict(checkpoint_path: str | Path) -> dict[str, torch.Tensor]:
@@ -78,8 +122,8 @@ def split_heads(
 
 
 class RoformerCheckpoint:
-    """A BS-RoFormer of a config's `model` section, filled from a memory-mapped checkpoint: the trunk at
-    once, heads on first use.
+    """A RoFormer (`network`: a family member's class, BSRoformer or MelBandRoformer) of a config's `model`
+    section, filled from a memory-mapped checkpoint: the trunk at once, heads on first use.
 
     The model is built on the meta device and the checkpoint's full key listing is checked against
     it strictly, the heads not loaded included. Then the trunk and the requested mask estimators
@@ -95,9 +139,10 @@ class RoformerCheckpoint:
         checkpoint_path: str | Path,
         device: str | torch.device = "cpu",
         heads: Iterable[int] | None = None,
+        network: type[nn.Module] = BSRoformer,
     ):
         with torch.device("meta"):
-            self.model = BSRoformer(**model_config).eval()
+            self.model = network(**model_config).eval()
         state = read_state_dict(checkpoint_path)
         check_state_dict(self.model, state, checkpoint_path)
         self.device = torch.device(device)

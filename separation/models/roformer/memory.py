@@ -1,19 +1,19 @@
-"""How much one BS-RoFormer forward pass allocates, from a built model's shapes (on any device, `meta`
-included): the size of the head groups `BSRoformer.forward` computes at once, and `forward_bytes`, the
-upper estimate a request's chunk and batch size are checked against before any model loads.
+"""How much one forward pass of a RoFormer of the family (BS-RoFormer, Mel-Band RoFormer) allocates, from a
+built model's shapes (on any device, `meta` included): the size of the head groups `Roformer.forward`
+computes at once, and `forward_bytes`, the upper estimate a request's chunk and batch size are checked
+against before any model loads.
 
-Each function follows the allocations of the `roformer.py` code it names; a change there is a change here
-(tests/test_roformer_heads.py measures the estimate against the resident memory of real forwards).
+Each function follows the allocations of the `family.py` / `transformer.py` code it names; a change there is
+a change here (tests/test_roformer_heads.py measures the estimate against the resident memory of real
+forwards, for both members). This module reads a model's attributes and imports none of the model modules:
+`model` is a `family.Roformer` (dim, audio_channels, n_fft, hop_length, frames(), layers, band_split,
+mask_estimators), `transformer` a `transformer.Transformer`, and so on.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
-
-if TYPE_CHECKING:
-    from .bs_roformer import Attention, BSRoformer, FeedForward, MaskEstimator, Transformer
+from torch import nn
 
 # What one forward pass of a model may allocate (chunk x batch x the model's geometry, estimated in fp32): a
 # T4's 16 GB less the loaded models, and what a 16 GB laptop can give the command line. A request whose
@@ -30,7 +30,7 @@ COMPLEX_BYTES = 8  # complex64: the spectrum, the masks and the masked spectrum
 FLOAT_BYTES = 4  # float32: STFT frames, iSTFT buffers, the output, and what F.normalize returns
 
 
-def attention_bytes_per_token(attention: Attention, element_bytes: int) -> int:
+def attention_bytes_per_token(attention: nn.Module, element_bytes: int) -> int:
     """The most `Attention.forward`'s temporaries hold at once, per token, for a stream of `element_bytes`.
 
     Below 4 bytes (autocast) the fp32 norm is cast for each projection, and the rotation may go through
@@ -45,7 +45,7 @@ def attention_bytes_per_token(attention: Attention, element_bytes: int) -> int:
     return normed + qkv + max(rotation, attended)
 
 
-def feed_forward_bytes_per_token(feed_forward: FeedForward, element_bytes: int) -> int:
+def feed_forward_bytes_per_token(feed_forward: nn.Module, element_bytes: int) -> int:
     """The most `FeedForward.forward`'s temporaries hold at once, per token, for a stream of
     `element_bytes`."""
     project_in = feed_forward.net[1]
@@ -55,7 +55,7 @@ def feed_forward_bytes_per_token(feed_forward: FeedForward, element_bytes: int) 
 
 
 def transformer_group_bytes(
-    transformer: Transformer, batch: int, seq: int, element_bytes: int, device_type: str
+    transformer: nn.Module, batch: int, seq: int, element_bytes: int, device_type: str
 ) -> int:
     """The most the temporaries of one group of sequences of `Transformer.forward` hold at once, in bytes."""
     tokens = transformer.sequences_per_group(batch, seq, element_bytes, device_type) * seq
@@ -66,9 +66,12 @@ def transformer_group_bytes(
     )
 
 
-def mask_estimator_bytes_per_frame(estimator: MaskEstimator, element_bytes: int) -> int:
+def mask_estimator_bytes_per_frame(estimator: nn.Module, element_bytes: int) -> int:
     """The most `MaskEstimator.forward` holds at once per (batch, frame) for outputs of `element_bytes`: the
-    bands' masks and their concatenation, plus the widest band's MLP (its fp32 input copied, and cast)."""
+    bands' masks and their concatenation, plus the widest band's MLP (its fp32 input copied, and cast).
+
+    It also bounds what a member's `spectrum_mask` holds after it: Mel-Band RoFormer's concatenation and
+    the rows it is summed into, which are fewer than the bands' inputs (every row is in a band)."""
     first = estimator.to_freqs[0][0][0]  # dim -> hidden
     dim, hidden = first.in_features, first.out_features
     widest = max(estimator.band_widths)
@@ -76,7 +79,7 @@ def mask_estimator_bytes_per_frame(estimator: MaskEstimator, element_bytes: int)
     return 2 * sum(estimator.band_widths) * element_bytes + band
 
 
-def head_bytes(model: BSRoformer, batch: int, samples: int) -> int:
+def head_bytes(model: nn.Module, batch: int, samples: int) -> int:
     """The most one head of a group holds at once, in bytes (its outputs counted as float32, the widest).
 
     Its mask, then its masked spectrum, and the larger of: its estimator's temporaries; its share of the
@@ -92,14 +95,14 @@ def head_bytes(model: BSRoformer, batch: int, samples: int) -> int:
     return spectrum + max(estimator, istft)
 
 
-def heads_per_group(model: BSRoformer, batch: int, samples: int) -> int:
-    """How many heads `BSRoformer.forward` computes at once: as many as fit in HEAD_GROUP_BYTES, at least
+def heads_per_group(model: nn.Module, batch: int, samples: int) -> int:
+    """How many heads `Roformer.forward` computes at once: as many as fit in HEAD_GROUP_BYTES, at least
     one."""
     return max(1, HEAD_GROUP_BYTES // head_bytes(model, batch, samples))
 
 
 def forward_bytes(
-    model: BSRoformer,
+    model: nn.Module,
     batch: int,
     chunk_samples: int,
     heads: int,
@@ -117,14 +120,16 @@ def forward_bytes(
     """
     element_bytes = dtype.itemsize
     channels, frames = batch * model.audio_channels, model.frames(chunk_samples)
-    bands, dim = len(model.band_split.band_widths), model.final_norm.gamma.shape[0]
-    spectrum = channels * (model.n_fft // 2 + 1) * frames * COMPLEX_BYTES  # also its float32 packing
-    features = batch * frames * bands * dim  # [b, t, k, d] elements
+    band_widths = model.band_split.band_widths
+    bands = len(band_widths)
+    spectrum = channels * (model.n_fft // 2 + 1) * frames * COMPLEX_BYTES
+    band_inputs = batch * frames * sum(band_widths) * FLOAT_BYTES  # BS: the spectrum repacked; Mel: more
+    features = batch * frames * bands * model.dim  # [b, t, k, d] elements
 
     padded_audio = channels * (chunk_samples + model.n_fft) * FLOAT_BYTES
     stft = padded_audio + channels * frames * model.n_fft * FLOAT_BYTES + spectrum
-    widest_band = batch * frames * max(model.band_split.band_widths) * (FLOAT_BYTES + element_bytes)
-    band_split = 2 * spectrum + 2 * features * element_bytes + widest_band  # outputs, their stack
+    widest_band = batch * frames * max(band_widths) * (FLOAT_BYTES + element_bytes)
+    band_split = spectrum + band_inputs + 2 * features * element_bytes + widest_band  # outputs, their stack
     time_transformer, freq_transformer = model.layers[0]
     transformers = spectrum + max(
         2 * features * element_bytes,  # the stream and its rearranged copy

@@ -1,4 +1,5 @@
-"""The `bs_roformer` model type: a BS-RoFormer checkpoint and its config, run in overlapping chunks.
+"""The `bs_roformer` and `mel_band_roformer` model types: a RoFormer checkpoint and its config, run in
+overlapping chunks. The two types differ only in the network class they build (`network`).
 
 Plan entry keys: `config` (relative to the plan's folder; read once, here), `checkpoint` (relative to the
 weights folder), `load`, and `chunking`: `request` runs at the request's chunk_size / overlap, `config` at
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+from torch import nn
 
 from ...audio.samplerate import SAMPLE_RATE
 from ...errors import SettingsError
@@ -22,6 +24,7 @@ from ..base import ModelSpec, Progress, RunOptions, StemSpan, check_batch_size
 from ..chunking import check_chunking, separate_chunked
 from .bs_roformer import BSRoformer
 from .checkpoint import RoformerCheckpoint, load_config
+from .mel_band_roformer import MelBandRoformer
 from .memory import MAX_FORWARD_BYTES, forward_bytes
 
 CHUNKINGS = ("request", "config")  # whose chunk length and overlap the model runs at
@@ -33,6 +36,7 @@ class RoformerSpec(ModelSpec):
     sections (model, inference, stems), read once when the plan loads."""
 
     type_name: ClassVar[str] = "bs_roformer"
+    network: ClassVar[type[nn.Module]] = BSRoformer  # the family member the config's `model` builds
 
     config: Path
     checkpoint: str
@@ -79,7 +83,7 @@ class RoformerSpec(ModelSpec):
         than MAX_FORWARD_BYTES (estimated in fp32, the larger precision), naming a batch size that fits."""
         chunk_samples, _ = self.chunking_samples(options)
         batch_size = self.batch_size(options)
-        model = _meta_model(self.config, self.settings["model"])
+        model = _meta_model(self.network, self.config, self.settings["model"])
 
         def bytes_at(batch: int) -> int:
             return forward_bytes(model, batch, chunk_samples, len(stem_names), torch.float32, "cuda")
@@ -107,7 +111,7 @@ class RoformerModel:
         self.spec, self.device = spec, device
         heads = None if len(spec.stem_names()) == 1 else []
         self.checkpoint = RoformerCheckpoint(
-            spec.settings["model"], Path(weights_dir) / spec.checkpoint, device, heads
+            spec.settings["model"], Path(weights_dir) / spec.checkpoint, device, heads, spec.network
         )
 
     def separate(
@@ -132,13 +136,21 @@ class RoformerModel:
                 yield StemSpan(event.first_sample, dict(zip(stem_names, event.block, strict=True)))
 
 
-_META_MODELS: dict[Path, BSRoformer] = {}  # config -> its model on the meta device
+@dataclass(frozen=True, kw_only=True)
+class MelBandRoformerSpec(RoformerSpec):
+    """A Mel-Band RoFormer checkpoint and its config: everything as `bs_roformer` but the network."""
+
+    type_name: ClassVar[str] = "mel_band_roformer"
+    network: ClassVar[type[nn.Module]] = MelBandRoformer
 
 
-def _meta_model(config: Path, model_settings: dict) -> BSRoformer:
+_META_MODELS: dict[tuple[type, Path], nn.Module] = {}  # (network, config) -> its model on the meta device
+
+
+def _meta_model(network: type[nn.Module], config: Path, model_settings: dict) -> nn.Module:
     """The model of a config's `model` section on the meta device (no memory), for its geometry: built
     once per config (Mega-53's 53 heads take about a second)."""
-    if config not in _META_MODELS:
+    if (network, config) not in _META_MODELS:
         with torch.device("meta"):
-            _META_MODELS[config] = BSRoformer(**model_settings)
-    return _META_MODELS[config]
+            _META_MODELS[network, config] = network(**model_settings)
+    return _META_MODELS[network, config]
