@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from standardwebhooks import Webhook
 
+from fixtures.cog_server import Receiver
+
 MODULE_PATH = Path(__file__).resolve().parents[1] / "examples" / "webhook_receiver.py"
 SECRET = "whsec_" + base64.b64encode(b"fretwise-test-signing-key-32byte").decode()
 OTHER_SECRET = "whsec_" + base64.b64encode(b"someone-elses-signing-key-32byte").decode()
@@ -562,40 +564,10 @@ def figures(present=True, model="bs_roformer_mega53", terms="mit-reported", **ex
     }
 
 
-class FileHost:
-    """Serves files at http://127.0.0.1:<port>/<name> as replicate.delivery would; counts the requests."""
-
-    def __init__(self):
-        self.files: dict[str, bytes] = {}
-        self.requests: list[str] = []
-        host = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, format, *args):
-                pass
-
-            def do_GET(self):
-                host.requests.append(self.path)
-                data = host.files.get(self.path)
-                self.send_response(200 if data is not None else 404)
-                self.send_header("Content-Length", str(len(data or b"")))
-                self.end_headers()
-                self.wfile.write(data or b"")
-
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self._server.server_port}{path}"
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
 @pytest.fixture
 def file_host():
-    host = FileHost()
+    """Serves files at /files/<name> as replicate.delivery would, and records every path asked for."""
+    host = Receiver()
     yield host
     host.close()
 
@@ -636,13 +608,13 @@ def test_an_absent_transcription_stem_is_never_handed_on(harness):
 def test_without_metrics_the_hand_off_waits_for_stems_json(harness, file_host):
     """No metrics.stems (Replicate's API may drop it): the guitar waits for stems.json, the last file."""
     stems_json = {name: {"file": f"{name}.wav", **figures()} for name in ("guitar", "no_guitar")}
-    file_host.files["/out/stems.json"] = json.dumps(stems_json).encode()
-    guitar, no_guitar = file_host.url("/out/guitar.wav"), file_host.url("/out/no_guitar.wav")
+    report = file_host.serve("stems.json", json.dumps(stems_json).encode())
+    guitar, no_guitar = file_host.url("/files/guitar.wav"), file_host.url("/files/no_guitar.wav")
     fields = {"input": {"stems": "guitar_only"}}
     harness.deliver(prediction_body("p1", "processing", output=[guitar], **fields), "msg_1")
     harness.deliver(prediction_body("p1", "processing", output=[guitar, no_guitar], **fields), "msg_2")
     assert harness.transcriptions == [], "figures unknown: not handed on"
-    output = [guitar, no_guitar, file_host.url("/out/stems.json")]
+    output = [guitar, no_guitar, report]
     harness.deliver(prediction_body("p1", "succeeded", output=output, **fields), "msg_3")
     harness.deliver(prediction_body("p1", "processing", output=output, **fields), "msg_late")
     harness.stop()
@@ -652,7 +624,7 @@ def test_without_metrics_the_hand_off_waits_for_stems_json(harness, file_host):
         "stems.json is no stem"
     )
     assert harness.store.get("p1").figures == {"guitar": expected, "no_guitar": expected}
-    assert file_host.requests == ["/out/stems.json"], "read once"
+    assert file_host.gets == ["/files/stems.json"], "read once"
 
 
 @pytest.mark.parametrize(
@@ -669,9 +641,9 @@ def test_a_stems_json_that_cannot_be_used_leaves_the_figures_unknown_and_hands_o
     harness, file_host, content, caplog
 ):
     caplog.set_level(logging.WARNING, logger="webhook_receiver")
-    file_host.files["/out/stems.json"] = content
-    guitar = file_host.url("/out/guitar.wav")
-    output = [guitar, file_host.url("/out/stems.json")]
+    report = file_host.serve("stems.json", content)
+    guitar = file_host.url("/files/guitar.wav")
+    output = [guitar, report]
     harness.deliver(prediction_body("p1", "succeeded", output=output), "msg_1")
     harness.stop()
     assert harness.transcriptions == [("p1", "guitar", guitar, receiver.StemFigures())]

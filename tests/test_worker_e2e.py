@@ -14,14 +14,12 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from fixtures.cog_server import CogServer
+from fixtures.cog_server import CogServer, Receiver
 from fixtures.songs import write_song
 from separation.weights.manifest import REPO_ROOT
 
@@ -47,60 +45,6 @@ def _load_relay():
 signing_relay = _load_relay()
 
 
-class Local:
-    """One HTTP server thread on 127.0.0.1 for everything around the Worker: the song (GET /files/<name>),
-    the runtime's uploads (PUT /upload/<name>, served back at GET /stored/<name> with a Content-Length),
-    and the Worker's outgoing POSTs (the probe's reports, transcription jobs) recorded with their times."""
-
-    def __init__(self):
-        self.files: dict[str, bytes] = {}
-        self.calls: list[tuple[float, str, dict]] = []
-        local = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format, *args):
-                pass
-
-            def _body(self) -> bytes:
-                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
-            def _reply(self, status: int, body: bytes = b"", headers: dict | None = None) -> None:
-                self.send_response(status)
-                for key, value in (headers or {}).items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_GET(self):
-                data = local.files.get(self.path.split("?")[0])
-                if data is None:
-                    self._reply(404)
-                else:
-                    self._reply(200, data, {"Content-Type": "application/octet-stream"})
-
-            def do_PUT(self):
-                name = self.path.split("?")[0].rsplit("/", 1)[-1]
-                local.files[f"/stored/{name}"] = self._body()
-                self._reply(200, headers={"Location": local.url(f"/stored/{name}")})
-
-            def do_POST(self):
-                local.calls.append((time.monotonic(), self.path, json.loads(self._body())))
-                self._reply(204)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self._server.server_port}{path}"
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
 @pytest.fixture
 def worker(tmp_path):
     """The probe Worker served by workerd; yields (its base URL, the local host around it)."""
@@ -108,7 +52,7 @@ def worker(tmp_path):
         pytest.fail(
             "examples/worker is not built: run `npm ci && npm run build` there (scripts/test.sh does)"
         )
-    local = Local()
+    local = Receiver()
     env = dict(
         os.environ,
         WEBHOOK_SECRET=SECRET,
@@ -144,10 +88,10 @@ def test_stems_reach_r2_and_the_guitar_is_handed_on(worker, tiny_weights_dir, tm
     server = CogServer(tiny_weights_dir, tmp_path / "cog.log", upload_url=local.url("/upload/"))
     try:
         assert server.wait_until_settled(240)["status"] == "READY", server.explain("setup")
-        local.files["/files/song.wav"] = write_song(tmp_path / "song.wav", seconds=10, seed=5).read_bytes()
+        song = local.serve("song.wav", write_song(tmp_path / "song.wav", seconds=10, seed=5).read_bytes())
         request = {
             "id": "e2e",
-            "input": {"audio": local.url("/files/song.wav"), **INPUT},
+            "input": {"audio": song, **INPUT},
             "webhook": relay.url,
             "webhook_events_filter": ["start", "output", "completed"],
         }
@@ -178,7 +122,7 @@ def test_stems_reach_r2_and_the_guitar_is_handed_on(worker, tiny_weights_dir, tm
     while True:
         rows = {row["name"]: row for row in json.loads(_get(f"{base}/probe/stems?prediction=e2e"))}
         settled = rows and all(row["copy_state"] not in ("pending", "queued") for row in rows.values())
-        jobs = [body for _, path, body in local.calls if path == "/jobs"]
+        jobs = [body for _, path, body in local.posts if path == "/jobs"]
         if settled and jobs:  # the guitar's hand-off comes after its copy
             break
         assert time.monotonic() < deadline, rows
@@ -187,13 +131,13 @@ def test_stems_reach_r2_and_the_guitar_is_handed_on(worker, tiny_weights_dir, tm
     listed = {entry["key"]: entry for entry in json.loads(_get(f"{base}/probe/r2"))}
     assert sorted(listed) == sorted(f"stems/e2e/{name}.flac" for name in present), (listed, figures)
     for name in stems:
-        row, uploaded = rows[name], local.files[f"/stored/{name}.flac"]
+        row, (_, uploaded) = rows[name], local.uploads[f"{name}.flac"]
         assert row["copy_state"] == "copied", row
         assert (row["size_bytes"], row["content_type"]) == (len(uploaded), "audio/flac")
         assert _get(f"{base}/probe/r2/stems/e2e/{name}.flac") == uploaded, f"{name}: not the file served"
 
     # each stem was written as it arrived: the instrumental before the runtime sent completed
-    puts = {body["key"]: at for at, path, body in local.calls if path == "/probe/r2-put"}
+    puts = {body["key"]: at for at, path, body in local.posts if path == "/probe/r2-put"}
     assert puts["stems/e2e/instrumental.flac"] < completed_at, "the instrumental was copied after completed"
 
     # no input in a self-hosted runtime's webhooks: the guitar is transcribed, from R2
