@@ -131,14 +131,18 @@ class MemoryMonitor:
 
 
 class StageRecorder(Reporter):
-    """Collects wall time per stage (summed when a stage repeats) and labels the memory monitor."""
+    """Collects wall time and this process's CPU time per stage (summed when a stage repeats) and labels
+    the memory monitor."""
 
     def __init__(self, monitor: MemoryMonitor | None = None):
         self.monitor = monitor
         self.stage_seconds: dict[str, float] = {}
+        self.stage_cpu_seconds: dict[str, float] = {}
         self.audio_seconds = 0.0
+        self._cpu_start = 0.0
 
     def stage_started(self, stage: str) -> None:
+        self._cpu_start = time.process_time()
         if self.monitor is not None:
             self.monitor.mark(stage)
 
@@ -147,6 +151,8 @@ class StageRecorder(Reporter):
 
     def stage_finished(self, stage: str, seconds: float) -> None:
         self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
+        cpu = time.process_time() - self._cpu_start
+        self.stage_cpu_seconds[stage] = self.stage_cpu_seconds.get(stage, 0.0) + cpu
         if self.monitor is not None:
             self.monitor.mark("between stages")
 
@@ -290,6 +296,7 @@ def run_mode(
         "cpu": cpu,
         "audio": recorder.audio_seconds,
         "stages": recorder.stage_seconds,
+        "stage_cpu": recorder.stage_cpu_seconds,
         "monitor": monitor,
         "gpu_resident": gpu_resident,
         "gpu_peak": gpu_peak,
@@ -304,6 +311,8 @@ def print_mode(result: dict, input_bytes: int) -> None:
         f"real-time factor {rtf:.3f} ({1 / rtf:.3g}x real time); CPU time {result['cpu']:.2f} s"
     )
     print("  stages: " + ", ".join(f"{stage} {seconds:.2f} s" for stage, seconds in result["stages"].items()))
+    cpu_stages = ", ".join(f"{stage} {seconds:.2f} s" for stage, seconds in result["stage_cpu"].items())
+    print(f"  CPU time per stage: {cpu_stages}")
     growth = monitor.peak_bytes - monitor.idle_bytes
     print(
         f"  host RSS: idle {monitor.idle_bytes / GIB:.2f} GiB, peak {monitor.peak_bytes / GIB:.2f} GiB "
