@@ -163,7 +163,8 @@ def main() -> None:
             )
         same = runs["streamed"]["sha256"] == runs["whole"]["sha256"]
         same_figures = runs["streamed"]["figures"] == runs["whole"]["figures"]
-        ratio = runs["streamed"]["cpu_s"] / runs["whole"]["cpu_s"]
+        whole_cpu = runs["whole"]["cpu_s"]
+        ratio = runs["streamed"]["cpu_s"] / whole_cpu if whole_cpu else float("nan")  # nan: below the timer
         print(f"{'':<31} streamed/whole CPU {ratio:.2f}; same bytes: {same}; same figures: {same_figures}")
 
 
