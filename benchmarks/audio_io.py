@@ -7,7 +7,9 @@ two stems) beside a GPU separation time (`--gpu-seconds`, default 42 s: README's
 BS-RoFormer stage on a 5-minute song; it measured 3.7 s on an H100). These are CPU costs; how much of
 them a request waits for after the GPU is done is the `write` stage of `benchmarks/pipeline.py`.
 
-    .venv/bin/python benchmarks/audio_io.py [--minutes 5] [--gpu-seconds 42]
+    .venv/bin/python benchmarks/audio_io.py [--minutes 5] [--gpu-seconds 42] [--smoke]
+
+`--smoke`: a 1.2 s track.
 """
 
 import argparse
@@ -25,6 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+from benchmarks.smoke import add_smoke_option, parse_with_smoke  # noqa: E402
 from fixtures.requests import MAX_DURATION_SECONDS, output_settings
 from fixtures.signals import resample_whole
 from separation.audio.decode import decode_audio  # noqa: E402
@@ -84,7 +87,8 @@ def main() -> None:
     )
     parser.add_argument("--minutes", type=float, default=5.0, help="length of the generated track")
     parser.add_argument("--gpu-seconds", type=float, default=42.0, help="GPU separation time to compare with")
-    args = parser.parse_args()
+    add_smoke_option(parser)
+    args = parse_with_smoke(parser, {"minutes": 0.02})
 
     song = make_song(args.minutes)  # [2, samples]
     minutes = song.shape[1] / SAMPLE_RATE / 60

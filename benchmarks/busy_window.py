@@ -7,7 +7,9 @@ to two servers on the same runtime: the real model (tiny weights, the fast chunk
 /health-check sent right after a response said BUSY. If the empty runner shows the same, the window is the
 runtime's alone, and a client retries a 409 after a short backoff. Loopback only.
 
-    python -m benchmarks.busy_window [--requests 64]
+    python -m benchmarks.busy_window [--requests 64] [--weights TINY_DIR] [--smoke]
+
+`--smoke`: 2 predictions per server.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.smoke import add_smoke_option, parse_with_smoke, tiny_weights
 from fixtures.cog_server import CogServer, data_url
 from fixtures.songs import write_song
-from fixtures.tiny_weights import write_tiny_weights
 
 PROBE_RUNNER = "benchmarks/busy_probe_runner.py:Runner"
 SETUP_TIMEOUT_SECONDS = 300
@@ -45,10 +47,11 @@ def back_to_back(server: CogServer, inputs: dict, requests: int) -> tuple[int, i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=64)
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="busy-window-") as folder:
+    parser.add_argument("--weights", type=Path, help="a tiny weights folder (default: written to a temp dir)")
+    add_smoke_option(parser)
+    args = parse_with_smoke(parser, {"requests": 2})
+    with tempfile.TemporaryDirectory(prefix="busy-window-") as folder, tiny_weights(args.weights) as weights:
         scratch = Path(folder)
-        weights = write_tiny_weights(scratch / "weights")
         song = data_url(write_song(scratch / "song.wav", seconds=2.0).read_bytes(), "audio/wav")
         servers = {
             "model (tiny weights)": (

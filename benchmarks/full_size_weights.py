@@ -22,6 +22,11 @@ Files that already exist are kept, so a second run costs nothing. A `weights.yam
 and sha256 lets the project's weights check accept the folder.
 
     python -m benchmarks.full_size_weights [DIR]   # default /tmp/bs-roformer-cog-full-size-weights
+    python -m benchmarks.full_size_weights --smoke  # writes nothing (see below)
+
+Every model of the project's plan must have a writer here (`full_size_models`): a model added to the plan
+without one fails at once, naming it. `--smoke` checks exactly that and builds each model on the meta
+device (no memory, no file), printing its parameters and stored size.
 """
 
 from __future__ import annotations
@@ -29,17 +34,23 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import torch
 from demucs.htdemucs import HTDemucs
 
-from fixtures.tiny_demucs import FOUR_STEMS, SIX_STEMS, identity_weights, write_bag
+from benchmarks.smoke import add_smoke_option, parse_with_smoke
+from fixtures.tiny_demucs import identity_weights, write_bag
 from fixtures.weights_manifest import write_local_manifest
+from separation.errors import SettingsError
 from separation.models.demucs.bag import bag_file_problems
+from separation.models.demucs.spec import DemucsSpec
 from separation.models.roformer.bs_roformer import BSRoformer
 from separation.models.roformer.checkpoint import load_config
+from separation.models.roformer.spec import RoformerSpec
 from separation.plan import CONFIG_DIR, PLAN_FILE_NAME, StemPlan
 
 DEFAULT_DIR = Path("/tmp/bs-roformer-cog-full-size-weights")
@@ -47,6 +58,10 @@ ROFORMER_STORAGE = {"bs_roformer_vocals": torch.float32, "bs_roformer_mega53": t
 HTDEMUCS_SEGMENT_SECONDS = Fraction(39, 5)  # 7.8 s, as stored in the published packages
 HTDEMUCS_FT_KWARGS = {"bottom_channels": 512, "dconv_mode": 3, "segment": HTDEMUCS_SEGMENT_SECONDS}
 HTDEMUCS_6S_KWARGS = {"bottom_channels": 0, "dconv_mode": 3, "segment": HTDEMUCS_SEGMENT_SECONDS}
+HTDEMUCS_BAGS = {  # bag name: (HTDemucs kwargs, number of models, bag weights); sources from the plan
+    "htdemucs_ft": (HTDEMUCS_FT_KWARGS, 4, identity_weights(4)),
+    "htdemucs_6s": (HTDEMUCS_6S_KWARGS, 1, None),
+}
 
 
 def full_size_htdemucs(sources: list[str], kwargs: dict, seed: int) -> HTDemucs:
@@ -79,32 +94,77 @@ def bag_is_complete(name: str, bag_dir: Path) -> bool:
     return not bag_file_problems(name, bag_dir)
 
 
+@dataclass(frozen=True)
+class FullSizeModel:
+    """How one model of the plan is written at full size: `build(seed, device)` makes its random modules
+    (several for a Demucs bag), `write(folder, seed)` saves them where the plan loads them from,
+    `is_written(folder)` tells whether that was done; `dtype` is how its tensors are stored."""
+
+    name: str
+    dtype: torch.dtype
+    build: Callable[[int, torch.device], list[torch.nn.Module]]
+    write: Callable[[Path, int], str]
+    is_written: Callable[[Path], bool]
+
+
+def full_size_models(plan: StemPlan) -> list[FullSizeModel]:
+    """The full-size writer of every model of `plan`; SettingsError naming a model this script cannot write
+    (a new model type, or a model whose published storage it does not know yet)."""
+    models = []
+    for index, (name, spec) in enumerate(plan.models.items()):
+        if isinstance(spec, RoformerSpec) and name in ROFORMER_STORAGE:
+            models.append(_roformer_writer(spec, ROFORMER_STORAGE[name]))
+        elif isinstance(spec, DemucsSpec) and spec.bag in HTDEMUCS_BAGS:
+            models.append(_bag_writer(spec, seed_offset=100 * index))
+        else:
+            raise SettingsError(
+                f"benchmarks/full_size_weights.py cannot write model {name!r} ({spec.type_name}) of the "
+                "plan: add its published geometry and storage there"
+            )
+    return models
+
+
+def _roformer_writer(spec: RoformerSpec, dtype: torch.dtype) -> FullSizeModel:
+    def build(seed: int, device: torch.device) -> list[torch.nn.Module]:
+        with torch.random.fork_rng(devices=[]), torch.device(device):
+            torch.manual_seed(seed)
+            return [BSRoformer(**spec.settings["model"])]
+
+    def write(folder: Path, seed: int) -> str:
+        write_roformer_checkpoint(folder / spec.checkpoint, spec.config, seed, dtype)
+        return str(folder / spec.checkpoint)
+
+    return FullSizeModel(spec.name, dtype, build, write, lambda folder: (folder / spec.checkpoint).is_file())
+
+
+def _bag_writer(spec: DemucsSpec, seed_offset: int) -> FullSizeModel:
+    kwargs, count, weights = HTDEMUCS_BAGS[spec.bag]
+
+    def build(seed: int, device: torch.device) -> list[torch.nn.Module]:
+        with torch.device(device):
+            return [
+                full_size_htdemucs(list(spec.sources), kwargs, seed + seed_offset + i) for i in range(count)
+            ]
+
+    def write(folder: Path, seed: int) -> str:
+        bag_dir = folder / spec.folder
+        write_bag(bag_dir, spec.bag, build(seed, torch.device("cpu")), weights, seed)
+        return f"{bag_dir / spec.bag}.yaml + {count} models"
+
+    return FullSizeModel(
+        spec.name, torch.float16, build, write, lambda folder: bag_is_complete(spec.bag, folder / spec.folder)
+    )
+
+
 def write_full_size_weights(folder: Path, seed: int = 0, log=print) -> Path:
     """Fill `folder` with the full-size random models the project's stem plan names; keep existing files."""
-    plan = StemPlan.load(CONFIG_DIR / PLAN_FILE_NAME)
-    for name, dtype in ROFORMER_STORAGE.items():
-        roformer = plan.models[name]
-        checkpoint = folder / roformer.checkpoint
-        if checkpoint.is_file():
-            log(f"kept    {checkpoint}")
+    for model in full_size_models(StemPlan.load(CONFIG_DIR / PLAN_FILE_NAME)):
+        if model.is_written(folder):
+            log(f"kept    {model.name}")
             continue
         start = time.perf_counter()
-        write_roformer_checkpoint(checkpoint, roformer.config, seed, dtype)
-        log(f"wrote   {checkpoint} ({time.perf_counter() - start:.1f} s)")
-
-    bags = {  # name: (sources, kwargs, number of models, bag weights)
-        "htdemucs_ft": (FOUR_STEMS, HTDEMUCS_FT_KWARGS, 4, identity_weights(len(FOUR_STEMS))),
-        "htdemucs_6s": (SIX_STEMS, HTDEMUCS_6S_KWARGS, 1, None),
-    }
-    for index, (name, (sources, kwargs, count, weights)) in enumerate(bags.items()):
-        bag_dir = folder / plan.models[name].folder
-        if bag_is_complete(name, bag_dir):
-            log(f"kept    {bag_dir / name}.yaml and its models")
-            continue
-        start = time.perf_counter()
-        models = [full_size_htdemucs(sources, kwargs, seed + 100 * index + i) for i in range(count)]
-        write_bag(bag_dir, name, models, weights, seed)
-        log(f"wrote   {bag_dir / name}.yaml + {count} models ({time.perf_counter() - start:.1f} s)")
+        written = model.write(folder, seed)
+        log(f"wrote   {written} ({time.perf_counter() - start:.1f} s)")
     manifest = write_local_manifest(
         folder, source="full-size random models written by benchmarks/full_size_weights.py"
     )
@@ -112,12 +172,31 @@ def write_full_size_weights(folder: Path, seed: int = 0, log=print) -> Path:
     return folder
 
 
+def check_plan_coverage() -> None:
+    """What `--smoke` does: build every model of the project's plan at full size on the meta device (no
+    memory, nothing written) and print its parameters and stored size."""
+    for model in full_size_models(StemPlan.load(CONFIG_DIR / PLAN_FILE_NAME)):
+        modules = model.build(0, torch.device("meta"))
+        params = sum(p.numel() for module in modules for p in module.parameters())
+        stored = params * torch.finfo(model.dtype).bits // 8
+        print(
+            f"{model.name:24s} {len(modules)} module(s), {params / 1e6:8.1f} M parameters, "
+            f"{stored / 1e6:7.0f} MB as {model.dtype}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", nargs="?", type=Path, default=DEFAULT_DIR, help=f"default {DEFAULT_DIR}")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    write_full_size_weights(args.folder, args.seed)
+    add_smoke_option(
+        parser, "check that every model of the plan has a full-size writer, building each on the meta device"
+    )
+    args = parse_with_smoke(parser, {})
+    if args.smoke:
+        check_plan_coverage()
+    else:
+        write_full_size_weights(args.folder, args.seed)
 
 
 if __name__ == "__main__":

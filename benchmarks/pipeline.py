@@ -1,11 +1,13 @@
 """End-to-end separation speed and memory, through the code path a prediction takes.
 
 A generated stereo song (default 300 s) is written as a 16-bit WAV and separated by
-`Separator.stems_as_written` (what `predict.py` -> `SeparationService.predict` calls) with full-size random
-weights (`benchmarks/full_size_weights.py`; weights do not change speed), once per `stems` mode. For each
-mode it prints the wall time of every stage, the real-time factor (wall time / audio time), the host
-memory high-water mark (the kernel's VmHWM, reset per stage, and a sampling thread), and on CUDA the peak
-GPU memory (torch.cuda.max_memory_allocated).
+`Separator.stems_as_written` (what `predict.py` -> `PredictionService.predict` calls) with full-size random
+weights (`benchmarks/full_size_weights.py`; weights do not change speed), once per case. A case is a
+`stems` mode, or `MODE+N`: the mode with the first N extra stems it does not already return (`guitar+5`).
+For each case it prints the wall time of every stage, the CPU time of this process (all its threads), the
+real-time factor (wall time / audio time), the host memory high-water mark (the kernel's VmHWM, reset per
+stage, and a sampling thread), and on CUDA the peak GPU memory (torch.cuda.max_memory_allocated); the
+summary gives each case's wall and CPU time against the first case's.
 
 With `--compare-reference` it also runs the BS-RoFormer stage the way the original design did, on the same
 decoded input: bs-roformer 0.4.1 with the same weights, MSST's `demix` (benchmarks/reference_demix.py),
@@ -13,14 +15,15 @@ batch 4, fp16 autocast on CUDA. It prints the throughput ratio ours / reference 
 each side's fp16 output is from its own fp32 output (SNR in dB; ours must be no further than the
 reference's).
 
-    python -m benchmarks.pipeline [--seconds 300] [--modes vocals_instrumental all_4 all_6]
+    python -m benchmarks.pipeline [--seconds 300] [--modes vocals_instrumental all_4 guitar+5 ...]
         [--device cuda] [--precision auto] [--batch-size N] [--compare-reference]
-        [--weights DIR] [--decoder auto|ffmpeg|soundfile] [--warmup-seconds S]
+        [--weights DIR] [--decoder auto|ffmpeg|soundfile] [--warmup-seconds S] [--smoke]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import os
 import platform
@@ -40,15 +43,15 @@ import torch
 import separation.pipeline as pipeline_module
 from benchmarks.full_size_weights import DEFAULT_DIR, write_full_size_weights
 from benchmarks.reference_demix import reference_bs_roformer, reference_demix, use_msst_attention_kernels
+from benchmarks.smoke import add_smoke_option, is_own_plan_folder, parse_with_smoke, tiny_weights
 from fixtures.songs import write_long_song
 from fixtures.spans import chunked_output
 from separation.audio.samplerate import SAMPLE_RATE
 from separation.models.chunking import separate_chunked
-from separation.models.roformer.spec import RoformerSpec
 from separation.pipeline import Separator
-from separation.plan import PLAN_FILE_NAME
+from separation.plan import StemPlan
 from separation.progress import Reporter
-from separation.request import OutputSettings, SeparationSettings
+from separation.request import Request
 
 GIB = 1024**3
 BYTES_PER_SAMPLE = 4  # float32
@@ -128,14 +131,18 @@ class MemoryMonitor:
 
 
 class StageRecorder(Reporter):
-    """Collects wall time per stage (summed when a stage repeats) and labels the memory monitor."""
+    """Collects wall time and this process's CPU time per stage (summed when a stage repeats) and labels
+    the memory monitor."""
 
     def __init__(self, monitor: MemoryMonitor | None = None):
         self.monitor = monitor
         self.stage_seconds: dict[str, float] = {}
+        self.stage_cpu_seconds: dict[str, float] = {}
         self.audio_seconds = 0.0
+        self._cpu_start = 0.0
 
     def stage_started(self, stage: str) -> None:
+        self._cpu_start = time.process_time()
         if self.monitor is not None:
             self.monitor.mark(stage)
 
@@ -144,6 +151,8 @@ class StageRecorder(Reporter):
 
     def stage_finished(self, stage: str, seconds: float) -> None:
         self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
+        cpu = time.process_time() - self._cpu_start
+        self.stage_cpu_seconds[stage] = self.stage_cpu_seconds.get(stage, 0.0) + cpu
         if self.monitor is not None:
             self.monitor.mark("between stages")
 
@@ -194,6 +203,21 @@ def reset_gpu_peak(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
+def device_seconds(run: Callable[[], object], device: torch.device) -> tuple[float, object]:
+    """(seconds, result) of one call of `run`: timed by CUDA events on a CUDA device (the device's time,
+    after the work queued before), by the wall clock elsewhere."""
+    if device.type != "cuda":
+        start = time.perf_counter()
+        result = run()
+        return time.perf_counter() - start, result
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    result = run()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / 1000, result
+
+
 def load_average() -> str:
     """The 1/5/15-minute load averages (the CPU is shared: figures depend on them)."""
     return "load average " + " ".join(f"{value:.2f}" for value in os.getloadavg())
@@ -230,17 +254,28 @@ def warm_page_cache(folder: Path) -> int:
 
 def prepare_weights(folder: Path) -> Path:
     """A folder with its own stems.yaml is used as it is; any other gets the full-size random models."""
-    if (folder / PLAN_FILE_NAME).is_file():
+    if is_own_plan_folder(folder):
         print(f"weights: {folder} (its own stem plan)")
         return folder
     print(f"weights: full-size random models in {folder}")
     return write_full_size_weights(folder, log=lambda line: print("  " + line))
 
 
+def case_request(plan: StemPlan, case: str, audio_seconds: float, **fields) -> Request:
+    """The request of a case: `MODE`, or `MODE+N`, the mode with the first N extra stems (the plan's extras
+    model's, in its head order) that the mode does not already return; `fields` are further inputs. Its
+    length limit lets `audio_seconds` through."""
+    mode, _, count = case.partition("+")
+    returned = plan.stems_of(mode)
+    extra = [name for name in plan.extra_stem_names if name not in returned][: int(count or 0)]
+    max_minutes = max(Request().max_minutes, audio_seconds / 60 + 1)
+    return Request(stems=mode, extra_stems=",".join(extra), max_minutes=max_minutes, **fields)
+
+
 def run_mode(
-    separator: Separator, song: Path, settings: SeparationSettings, out_dir: Path, decoder: Callable
+    separator: Separator, song: Path, request: Request, out_dir: Path, decoder: Callable, case: str
 ) -> dict:
-    """Separate `song` once in `settings.stems` mode; return the figures."""
+    """Separate `song` once as `request` asks; return the figures (labelled `case`)."""
     device = separator.device
     gc.collect()  # the idle figure should not hold the previous run's garbage
     synchronize(device)
@@ -248,18 +283,20 @@ def run_mode(
     gpu_resident, _ = gpu_bytes(device)
     with MemoryMonitor() as monitor, mock.patch.object(pipeline_module, "decode_audio", decoder):
         recorder = StageRecorder(monitor)
-        start = time.perf_counter()
-        for _ in separator.stems_as_written(song, out_dir, settings, recorder):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        for _ in separator.stems_as_written(song, out_dir, request, recorder):
             pass
         synchronize(device)
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
     _, gpu_peak = gpu_bytes(device)
     shutil.rmtree(out_dir, ignore_errors=True)
     return {
-        "mode": settings.stems,
+        "mode": case,
         "wall": wall,
+        "cpu": cpu,
         "audio": recorder.audio_seconds,
         "stages": recorder.stage_seconds,
+        "stage_cpu": recorder.stage_cpu_seconds,
         "monitor": monitor,
         "gpu_resident": gpu_resident,
         "gpu_peak": gpu_peak,
@@ -271,9 +308,11 @@ def print_mode(result: dict, input_bytes: int) -> None:
     rtf = result["wall"] / result["audio"]
     print(
         f"{result['mode']}: {result['audio']:.1f} s of audio in {result['wall']:.2f} s: "
-        f"real-time factor {rtf:.3f} ({1 / rtf:.3g}x real time)"
+        f"real-time factor {rtf:.3f} ({1 / rtf:.3g}x real time); CPU time {result['cpu']:.2f} s"
     )
     print("  stages: " + ", ".join(f"{stage} {seconds:.2f} s" for stage, seconds in result["stages"].items()))
+    cpu_stages = ", ".join(f"{stage} {seconds:.2f} s" for stage, seconds in result["stage_cpu"].items())
+    print(f"  CPU time per stage: {cpu_stages}")
     growth = monitor.peak_bytes - monitor.idle_bytes
     print(
         f"  host RSS: idle {monitor.idle_bytes / GIB:.2f} GiB, peak {monitor.peak_bytes / GIB:.2f} GiB "
@@ -319,26 +358,29 @@ def resolved_precision(precision: str, device: torch.device) -> str:
 
 
 def compare_reference(
-    separator: Separator, mix: torch.Tensor, settings: SeparationSettings, extra_batch_sizes: list[int]
+    separator: Separator, mix: torch.Tensor, request: Request, extra_batch_sizes: list[int]
 ) -> None:
     """Time our BS-RoFormer stage against MSST demix + bs-roformer 0.4.1 on `mix` ([2, samples]).
 
-    Ours is also timed at each of `extra_batch_sizes` (same precision), against the same reference time.
+    The stage is the vocals model's (the one model of the vocals_instrumental mode), at the request's chunk,
+    overlap, batch size and precision. Ours is also timed at each of `extra_batch_sizes` (same precision),
+    against the same reference time.
     """
     device = separator.device
-    name = next(n for n, spec in separator.plan.models.items() if isinstance(spec, RoformerSpec))
+    options = request.run_options
+    (name,) = separator.plan.mode("vocals_instrumental").models
     spec = separator.plan.models[name]
-    ours, ours_batch_size = separator.model(name).checkpoint.model, spec.batch_size(settings)
+    ours, ours_batch_size = separator.model(name).checkpoint.model, spec.batch_size(options)
     reference = reference_bs_roformer(spec.settings["model"])
     reference.load_state_dict(ours.state_dict(), strict=True)
     reference = reference.to(device).eval()
-    low = resolved_precision(settings.precision, device)
+    low = resolved_precision(options.precision, device)
     audio_seconds = mix.shape[-1] / SAMPLE_RATE
 
     def run_ours(precision: str, audio: torch.Tensor, batch_size: int = ours_batch_size) -> torch.Tensor:
         return chunked_output(
             separate_chunked(
-                ours, audio, device, settings.chunk_samples, settings.overlap_samples, batch_size, precision
+                ours, audio, device, options.chunk_samples, options.overlap_samples, batch_size, precision
             )
         )
 
@@ -389,12 +431,27 @@ def compare_reference(
 # ---------------------------------------------------------------------------------------------------
 
 
-def parse_args() -> argparse.Namespace:
+CASES = ("vocals_instrumental", "all_4", "all_6")  # the default cases
+SMOKE_DEFAULTS = {
+    "seconds": 1.0,
+    "modes": ["vocals_instrumental", "all_4", "all_6", "guitar", "guitar_only", "guitar+5"],
+    "device": "cpu",
+    "weights": None,  # tiny models in a temporary folder
+    "compare_reference": True,
+    "extra_batch_sizes": [2],
+    "chunk_size": 4.0,  # the least BS-RoFormer work the request allows
+    "overlap": 1.0,
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--seconds", type=float, default=300.0, help="length of the generated song (default 300)"
     )
-    parser.add_argument("--modes", nargs="+", default=["vocals_instrumental", "all_4", "all_6"])
+    parser.add_argument(
+        "--modes", nargs="+", default=list(CASES), help="stems modes, or MODE+N: with N extra stems"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
     parser.add_argument(
@@ -404,13 +461,17 @@ def parse_args() -> argparse.Namespace:
         help="chunks or segments per forward pass (default: per model)",
     )
     parser.add_argument("--output-format", default="wav", choices=["wav", "flac", "mp3"])
+    parser.add_argument(
+        "--chunk-size", type=float, default=Request().chunk_size, help="the request's chunk_size (s)"
+    )
+    parser.add_argument("--overlap", type=float, default=Request().overlap, help="the request's overlap (s)")
     parser.add_argument("--weights", type=Path, default=DEFAULT_DIR, help=f"default {DEFAULT_DIR}")
     parser.add_argument("--decoder", default="auto", choices=["auto", "ffmpeg", "soundfile"])
     parser.add_argument(
         "--warmup-seconds",
         type=float,
         default=None,
-        help="separate this much once per mode first (default: 10 on CUDA, 0 on CPU)",
+        help="separate this much once per case first (default: 10 on CUDA, 0 on CPU)",
     )
     parser.add_argument("--compare-reference", action="store_true")
     parser.add_argument(
@@ -420,14 +481,25 @@ def parse_args() -> argparse.Namespace:
         default=[],
         help="with --compare-reference: also time our BS-RoFormer stage at these batch sizes",
     )
-    return parser.parse_args()
+    add_smoke_option(parser)
+    return parse_with_smoke(parser, SMOKE_DEFAULTS, argv)
 
 
 def main() -> None:
     args = parse_args()
     device = torch.device(args.device)
     print_environment(device)
-    weights_dir = prepare_weights(args.weights)
+    with contextlib.ExitStack() as stack:
+        if args.smoke:
+            weights_dir = stack.enter_context(tiny_weights(args.weights))
+            print(f"weights: tiny random models in {weights_dir}")
+        else:
+            weights_dir = prepare_weights(args.weights)
+        run_cases(args, device, weights_dir)
+
+
+def run_cases(args: argparse.Namespace, device: torch.device, weights_dir: Path) -> None:
+    """Setup, then each case on the generated song, the summary and the reference comparison."""
     decoder = choose_decoder(args.decoder)
     warmup_seconds = (
         args.warmup_seconds if args.warmup_seconds is not None else (10.0 if device.type == "cuda" else 0.0)
@@ -438,8 +510,18 @@ def main() -> None:
     separator = Separator(weights_dir, device)
     synchronize(device)
     print(f"setup (Separator construction, page cache warm): {time.perf_counter() - start:.2f} s")
-    lazy_models = {name for mode in args.modes for name in separator.plan.mode(mode).models}
-    for name in sorted(lazy_models & set(separator.plan.models_loaded_at("lazy"))):
+    fields = {
+        "batch_size": args.batch_size,
+        "precision": args.precision,
+        "chunk_size": args.chunk_size,
+        "overlap": args.overlap,
+    }
+    requests = {
+        case: case_request(separator.plan, case, args.seconds, output_format=args.output_format, **fields)
+        for case in args.modes
+    }
+    used = {name for request in requests.values() for name in separator.plan.resolve(request).uses}
+    for name in sorted(used & set(separator.plan.models_loaded_at("lazy"))):
         start = time.perf_counter()
         separator.model(name)
         synchronize(device)
@@ -454,29 +536,26 @@ def main() -> None:
         input_bytes = round(args.seconds * SAMPLE_RATE) * 2 * BYTES_PER_SAMPLE
         print(f"input: {args.seconds:g} s generated stereo song, {input_bytes / 1e6:.0f} MB as float32")
         results = []
-        for mode in args.modes:
-            settings = SeparationSettings(
-                stems=mode,
-                batch_size=args.batch_size,
-                precision=args.precision,
-                max_duration_seconds=max(1800.0, args.seconds + 1),
-                output=OutputSettings(format=args.output_format),
-            )
+        for case, request in requests.items():
             if warmup_song is not None:
-                run_mode(separator, warmup_song, settings, scratch / "out", decoder)
-            print(f"\n[{mode}] {load_average()}")
-            results.append(run_mode(separator, song, settings, scratch / "out", decoder))
+                run_mode(separator, warmup_song, request, scratch / "out", decoder, case)
+            extra = f" + {request.extra_stems}" if request.extra_stems else ""
+            print(f"\n[{case}] stems={request.stems}{extra}, {load_average()}")
+            results.append(run_mode(separator, song, request, scratch / "out", decoder, case))
             print_mode(results[-1], input_bytes)
 
-        print("\nsummary (wall s / real-time factor):")
+        first = results[0]
+        print(f"\nsummary (wall and CPU time of each case, and against the first, {first['mode']}):")
         for result in results:
             print(
                 f"  {result['mode']:22s} {result['wall']:9.2f} s   RTF {result['wall'] / result['audio']:.3f}"
+                f"   CPU {result['cpu']:9.2f} s   wall x{result['wall'] / first['wall']:.3f}"
+                f"   CPU x{result['cpu'] / first['cpu']:.3f}"
             )
         if args.compare_reference:
             mix = torch.from_numpy(decoder(song, max_duration_seconds=args.seconds + 1))
-            settings = SeparationSettings(batch_size=args.batch_size, precision=args.precision)
-            compare_reference(separator, mix, settings, args.extra_batch_sizes)
+            request = Request(**fields)
+            compare_reference(separator, mix, request, args.extra_batch_sizes)
 
 
 if __name__ == "__main__":

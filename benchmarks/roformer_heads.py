@@ -19,18 +19,23 @@
     python -m benchmarks.roformer_heads --forward-memory tiny --seconds 20
     python -m benchmarks.roformer_heads --forward-memory full --seconds 8
     python -m benchmarks.roformer_heads --forward-memory gpu
+
+`--smoke`: (a) and (b) with the tiny Mega-53 and viperx geometries of `fixtures/tiny_roformer.py` on one
+second, written into a temporary folder; with `--forward-memory tiny`, one second and 1 and 2 heads.
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 from benchmarks.full_size_weights import DEFAULT_DIR, write_roformer_checkpoint
+from benchmarks.smoke import add_smoke_option, parse_with_smoke
 from fixtures.tiny_roformer import (
     MEGA53_CHECKPOINT,
     MEGA53_CONFIG,
@@ -38,7 +43,9 @@ from fixtures.tiny_roformer import (
     forward_peaks,
     loaded_heads,
     resident_bytes,
+    tiny_config,
     tiny_mega53_config,
+    write_tiny_mega53,
 )
 from separation.models.roformer.bs_roformer import BSRoformer
 from separation.models.roformer.checkpoint import RoformerCheckpoint, load_config
@@ -50,21 +57,27 @@ GIB = 2**30
 T4_BYTES = 16 * 10**9  # a T4's 16 GB (15 GiB)
 
 
-def measure_load(checkpoint_path: Path, heads: list[int] | None) -> tuple[float, dict[str, int]]:
-    """Wall seconds of one `RoformerCheckpoint` load, and the resident memory it added (bytes)."""
+def measure_load(
+    model_config: dict, checkpoint_path: Path, heads: list[int] | None
+) -> tuple[float, dict[str, int]]:
+    """Wall seconds of one `RoformerCheckpoint` load of a config's `model` section, and the resident memory
+    it added (bytes)."""
     before = resident_bytes()
     start = time.perf_counter()
-    checkpoint = RoformerCheckpoint(MEGA53_CONFIG, checkpoint_path, "cpu", heads)
+    checkpoint = RoformerCheckpoint(model_config, checkpoint_path, "cpu", heads)
     seconds = time.perf_counter() - start
     after = resident_bytes()
-    assert loaded_heads(checkpoint.model) == (heads if heads is not None else list(range(53)))
+    every_head = list(range(model_config["num_stems"]))
+    assert loaded_heads(checkpoint.model) == (heads if heads is not None else every_head)
     return seconds, {name: after[name] - before[name] for name in ("VmRSS", "RssAnon", "RssFile")}
 
 
-def load_in_fresh_process(checkpoint_path: Path, heads: list[int] | None) -> tuple[float, dict[str, int]]:
+def load_in_fresh_process(
+    model_config: dict, checkpoint_path: Path, heads: list[int] | None
+) -> tuple[float, dict[str, int]]:
     """`measure_load` in a new interpreter, so one load's memory cannot hide in the other's."""
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(measure_load, (checkpoint_path, heads))
+        return pool.apply(measure_load, (model_config, checkpoint_path, heads))
 
 
 def random_checkpoint(folder: Path) -> Path:
@@ -139,15 +152,16 @@ def print_gpu_memory() -> None:
             )
 
 
-def print_load_and_speed(folder: Path, samples: int, repeats: int) -> None:
-    """(b) the loads, then (a) the forwards."""
-    folder.mkdir(parents=True, exist_ok=True)
-    checkpoint_path = random_checkpoint(folder)
+def print_load_and_speed(
+    mega53_config: dict, checkpoint_path: Path, viperx_config: dict, samples: int, repeats: int
+) -> None:
+    """(b) the loads of the Mega-53 checkpoint (of `mega53_config`'s model section), then (a) the
+    forwards against a random model of `viperx_config`'s."""
     print(f"checkpoint {checkpoint_path.stat().st_size / 1e9:.2f} GB, float16")
     checkpoint_path.read_bytes()  # page cache warm
     figures = {
-        "trunk + 1 head": load_in_fresh_process(checkpoint_path, [GUITAR]),
-        "all 53 heads": load_in_fresh_process(checkpoint_path, None),
+        "trunk + 1 head": load_in_fresh_process(mega53_config, checkpoint_path, [GUITAR]),
+        "all 53 heads": load_in_fresh_process(mega53_config, checkpoint_path, None),
     }
     print("(b) load, fresh process each:  seconds   RSS MiB  (anonymous  file pages)")
     for label, (seconds, grown) in figures.items():
@@ -162,14 +176,16 @@ def print_load_and_speed(folder: Path, samples: int, repeats: int) -> None:
     )
 
     audio = 0.1 * torch.randn(1, 2, samples, generator=torch.Generator().manual_seed(0))
-    mega53 = RoformerCheckpoint(MEGA53_CONFIG, checkpoint_path, "cpu", heads=[GUITAR]).model
+    mega53 = RoformerCheckpoint(mega53_config, checkpoint_path, "cpu", heads=[GUITAR]).model
     mega53_s = seconds_per_forward(mega53, audio, repeats, heads=[GUITAR])
     del mega53
     torch.manual_seed(0)
-    viperx_s = seconds_per_forward(BSRoformer(**load_config(VIPERX_CONFIG)["model"]).eval(), audio, repeats)
+    viperx_s = seconds_per_forward(BSRoformer(**viperx_config).eval(), audio, repeats)
     print(f"(a) one forward of {samples} samples ({samples / 44100:g} s), fp32")
-    print(f"  viperx (dim 512, hop 441)           {viperx_s:7.2f} s")
-    print(f"  Mega-53 trunk + 1 head (256, 512)   {mega53_s:7.2f} s   ratio {mega53_s / viperx_s:.3f}")
+    viperx_label = f"viperx (dim {viperx_config['dim']}, hop {viperx_config['stft_hop_length']})"
+    mega53_label = f"Mega-53 trunk + 1 head ({mega53_config['dim']}, {mega53_config['stft_hop_length']})"
+    print(f"  {viperx_label:36s}{viperx_s:7.2f} s")
+    print(f"  {mega53_label:36s}{mega53_s:7.2f} s   ratio {mega53_s / viperx_s:.3f}")
 
 
 def main() -> None:
@@ -182,12 +198,14 @@ def main() -> None:
         "--dir", type=Path, default=DEFAULT_DIR, help=f"checkpoint folder, default {DEFAULT_DIR}"
     )
     parser.add_argument("--forward-memory", choices=["tiny", "full", "gpu"], help="(c) instead of (a), (b)")
-    args = parser.parse_args()
+    add_smoke_option(parser)
+    args = parse_with_smoke(parser, {"seconds": 1.0})
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     samples = round(args.seconds * 44100)
     if args.forward_memory == "tiny":
         print(f"(c) one forward of {args.seconds:g} s, tiny Mega-53 (53 heads)")
-        print_forward_memory(tiny_mega53_config(53)["model"], samples, [1, 5, 20, 53])
+        head_counts = [1, 2] if args.smoke else [1, 5, 20, 53]
+        print_forward_memory(tiny_mega53_config(53)["model"], samples, head_counts)
     elif args.forward_memory == "full":
         print(f"(c) one forward of {args.seconds:g} s, full-size Mega-53 geometry built with 21 heads")
         model_config = load_config(MEGA53_CONFIG)["model"] | {"num_stems": 21}
@@ -195,8 +213,17 @@ def main() -> None:
     elif args.forward_memory == "gpu":
         print("(c) GPU memory of one forward from the shapes, fp16 autocast")
         print_gpu_memory()
+    elif args.smoke:
+        with tempfile.TemporaryDirectory(prefix="roformer-heads-") as folder:
+            _, checkpoint_path = write_tiny_mega53(Path(folder))
+            print("tiny Mega-53 and viperx geometries (fixtures/tiny_roformer.py)")
+            configs = tiny_mega53_config()["model"], tiny_config()["model"]
+            print_load_and_speed(configs[0], checkpoint_path, configs[1], samples, args.repeats)
     else:
-        print_load_and_speed(args.dir, samples, args.repeats)
+        args.dir.mkdir(parents=True, exist_ok=True)
+        mega53_config, viperx_config = (load_config(path)["model"] for path in (MEGA53_CONFIG, VIPERX_CONFIG))
+        checkpoint_path = random_checkpoint(args.dir)
+        print_load_and_speed(mega53_config, checkpoint_path, viperx_config, samples, args.repeats)
 
 
 if __name__ == "__main__":

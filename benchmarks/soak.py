@@ -32,7 +32,10 @@ anonymous mappings (large mallocs, thread stacks, torch), file-backed mappings, 
 
     python -m benchmarks.soak [--predictions 110] [--seconds 20] [--modes vocals_instrumental all_4]
         [--formats wav mp3] [--env KEY=VALUE ...] [--compare] [--no-cog-env] [--io http|dataurl]
-        [--chunks fast|default] [--every 10] [--settle 0.5] [--max-minutes 18] [--weights DIR]
+        [--chunks fast|default] [--every 10] [--settle 0.5] [--max-minutes 18] [--weights DIR] [--smoke]
+
+`--smoke`: 3 predictions of a 1 s song, vocals_instrumental to WAV only, a 0.1 s settle (no target figure is
+reached: both need 10 predictions or more).
 """
 
 from __future__ import annotations
@@ -48,9 +51,9 @@ from pathlib import Path
 
 import yaml
 
+from benchmarks.smoke import add_smoke_option, parse_with_smoke, tiny_weights
 from fixtures.cog_server import REPO_ROOT, CogServer, Receiver, data_url
 from fixtures.songs import write_song
-from fixtures.tiny_weights import write_tiny_weights
 
 MB = 1_000_000
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -318,7 +321,10 @@ def main() -> None:
     parser.add_argument("--max-minutes", type=float, default=18, help="wall limit for the whole run")
     parser.add_argument("--weights", type=Path, help="a tiny weights folder (default: written to a temp dir)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the server logs (and temp files)")
-    args = parser.parse_args()
+    add_smoke_option(parser)
+    smoke = {"predictions": 3, "seconds": 1.0, "modes": ["vocals_instrumental"], "formats": ["wav"]}
+    smoke["settle"] = 0.1
+    args = parse_with_smoke(parser, smoke)
 
     deadline_all = time.monotonic() + args.max_minutes * 60
     configured_env = ({} if args.no_cog_env else cog_yaml_environment()) | parse_env(args.env)
@@ -335,9 +341,8 @@ def main() -> None:
     )
 
     results: list[Soak] = []
-    with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="soak-") as tmp, tiny_weights(args.weights) as weights:
         work = Path(tempfile.mkdtemp(prefix="soak-logs-")) if args.keep_logs else Path(tmp)
-        weights = args.weights or write_tiny_weights(Path(tmp) / "weights")
         song = write_song(Path(tmp) / "song.wav", args.seconds)
         kept = f"; server logs kept in {work}" if args.keep_logs else ""
         print(f"song {song.stat().st_size / MB:.1f} MB{kept}")

@@ -9,6 +9,9 @@ the BS-RoFormer vocals stage of a 5-minute song) and 55 s (the low end of the es
 request, whose seven stems are measured here). Target: under 1 %.
 
     .venv/bin/python benchmarks/stem_report_cost.py [--minutes 5] [--stems 7] [--block-frames 1000000]
+        [--smoke]
+
+`--smoke`: 1.2 s, two stems.
 """
 
 import argparse
@@ -22,6 +25,7 @@ import scipy.signal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+from benchmarks.smoke import add_smoke_option, parse_with_smoke  # noqa: E402
 from fixtures.songs import SAMPLE_RATE, song_block  # noqa: E402
 from separation.audio.stem_figures import StemMeter, k_weighting_sos, measure_mix  # noqa: E402
 
@@ -45,11 +49,11 @@ def timed(stage: Callable[[], object]) -> tuple[float, float, object]:
 
 
 def measure_stem(song: np.ndarray, mix_lufs: float, block_frames: int) -> None:
-    """Feed `song` [2, samples] to a StemMeter in blocks of `block_frames` and report it."""
+    """Feed `song` [2, samples] to a StemMeter in blocks of `block_frames` and take its figures."""
     meter = StemMeter(SAMPLE_RATE)
     for start in range(0, song.shape[1], block_frames):
         meter.add(song[:, start : start + block_frames])
-    meter.report(mix_lufs)
+    meter.figures(mix_lufs)
 
 
 def filter_only(song: np.ndarray, block_frames: int) -> None:
@@ -66,7 +70,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=5.0, help="length of the generated song")
     parser.add_argument("--stems", type=int, default=7, help="stems measured besides the mix")
     parser.add_argument("--block-frames", type=int, default=1_000_000, help="frames per block fed")
-    args = parser.parse_args()
+    add_smoke_option(parser)
+    args = parse_with_smoke(parser, {"minutes": 0.02, "stems": 2})
 
     song = make_song(args.minutes)  # [2, samples]
     minutes = song.shape[1] / SAMPLE_RATE / 60

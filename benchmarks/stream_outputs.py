@@ -7,6 +7,9 @@ this prints the seconds from the request to that first event, to `completed`, an
 stays on the loopback interface: one server, one local receiver for the input, uploads and webhooks.
 
     python -m benchmarks.stream_outputs [--seconds 60] [--modes all_4 guitar] [--repeats 2]
+        [--weights TINY_DIR] [--smoke]
+
+`--smoke`: a 1 s song, one prediction per mode.
 """
 
 from __future__ import annotations
@@ -17,9 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.smoke import add_smoke_option, parse_with_smoke, tiny_weights
 from fixtures.cog_server import CogServer, Receiver
 from fixtures.songs import write_song
-from fixtures.tiny_weights import write_tiny_weights
 
 SETUP_TIMEOUT_SECONDS = 300
 PREDICTION_TIMEOUT_SECONDS = 900
@@ -68,11 +71,12 @@ def main() -> None:
     parser.add_argument(
         "--repeats", type=int, default=2, help="predictions per mode (the first loads lazy models)"
     )
-    args = parser.parse_args()
+    parser.add_argument("--weights", type=Path, help="a tiny weights folder (default: written to a temp dir)")
+    add_smoke_option(parser)
+    args = parse_with_smoke(parser, {"seconds": 1.0, "repeats": 1})
 
-    with tempfile.TemporaryDirectory(prefix="stream-outputs-") as folder:
+    with tiny_weights(args.weights) as weights, tempfile.TemporaryDirectory(prefix="stream-") as folder:
         scratch = Path(folder)
-        weights = write_tiny_weights(scratch / "weights")
         song = write_song(scratch / "song.wav", seconds=args.seconds)
         receiver = Receiver()
         server = CogServer(weights, scratch / "server.log", upload_url=receiver.url("/upload/"))

@@ -1,4 +1,11 @@
-"""Shared fixtures: a tiny weights folder (real file formats) and generated songs."""
+"""Shared fixtures: a tiny weights folder (real file formats), generated songs, and the device models run on.
+
+`--device cuda` runs the tests that take the `device` fixture on CUDA (default: cpu) and deselects every
+other test, which would only repeat what the CPU run checks: `pytest --device cuda -m "not slow"
+tests/test_pipeline.py ...` is the CUDA test run of benchmarks/gpu_suite.sh. A test takes `device` where
+its models' work runs on it and its checks hold on any device (tolerances, not bits matched to a CPU
+reference).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +13,41 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import torch
 
 from fixtures.songs import write_song
 from fixtures.tiny_weights import write_tiny_weights
+
+DEVICES = ("cpu", "cuda")
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--device",
+        default="cpu",
+        choices=DEVICES,
+        help="where the tests that take the `device` fixture run their models; with cuda, only those run",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    """With a device other than the CPU, deselect the tests that do not take the `device` fixture."""
+    if config.getoption("--device") == "cpu":
+        return
+    kept = [item for item in items if "device" in getattr(item, "fixturenames", ())]
+    deselected = [item for item in items if "device" not in getattr(item, "fixturenames", ())]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
+
+
+@pytest.fixture(scope="session")
+def device(request) -> torch.device:
+    """The device of `--device` (default cpu); a test on cuda fails where torch sees no CUDA device."""
+    name = request.config.getoption("--device")
+    if name == "cuda" and not torch.cuda.is_available():
+        pytest.fail("--device cuda: torch sees no CUDA device", pytrace=False)
+    return torch.device(name)
 
 
 @pytest.fixture(scope="session")

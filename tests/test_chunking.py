@@ -75,16 +75,16 @@ LENGTHS = {
 
 @pytest.mark.parametrize("num_samples", LENGTHS.values(), ids=LENGTHS.keys())
 @pytest.mark.parametrize("overlap", [0, OVERLAP, CHUNK // 2, 800])
-def test_identity_model_reconstructs_any_length(num_samples, overlap):
+def test_identity_model_reconstructs_any_length(num_samples, overlap, device):
     waveform = torch.randn(2, num_samples, generator=torch.Generator().manual_seed(num_samples))
-    vocals = vocals_of(Identity(), waveform, "cpu", CHUNK, overlap, batch_size=3)
+    vocals = vocals_of(Identity(), waveform, device, CHUNK, overlap, batch_size=3)
     assert vocals.shape == waveform.shape
     assert (vocals - waveform).abs().max().item() <= 1e-6
 
 
 @pytest.mark.parametrize("num_samples", [5, CHUNK, 11 * CHUNK + 17])
-def test_constant_model_gives_the_constant_everywhere(num_samples):
-    out = vocals_of(Constant(0.25), torch.zeros(2, num_samples), "cpu", CHUNK, OVERLAP)
+def test_constant_model_gives_the_constant_everywhere(num_samples, device):
+    out = vocals_of(Constant(0.25), torch.zeros(2, num_samples), device, CHUNK, OVERLAP)
     assert (out - 0.25).abs().max().item() <= 1e-6  # no seams between chunks, no dips at the edges
 
 
@@ -109,20 +109,20 @@ def test_crossfades_are_complementary_and_mostly_an_equal_mean(fade_samples):
     assert (middle - 0.5).abs().max().item() <= 1e-6  # both chunks count equally there
 
 
-def test_output_is_independent_of_batch_size():
+def test_output_is_independent_of_batch_size(device):
     torch.manual_seed(0)
-    model = randomize(BSRoformer(**tiny_config()["model"])).eval()
+    model = randomize(BSRoformer(**tiny_config()["model"])).eval().to(device)
     chunk, overlap = 8820, 4410  # 0.2 s and 0.1 s
     waveform = 0.1 * torch.randn(2, 2 * chunk + 1234, generator=torch.Generator().manual_seed(3))  # 6 chunks
-    outputs = [vocals_of(model, waveform, "cpu", chunk, overlap, batch_size=b) for b in (1, 2, 4)]
+    outputs = [vocals_of(model, waveform, device, chunk, overlap, batch_size=b) for b in (1, 2, 4)]
     assert outputs[0].abs().max().item() > 1e-3
     for other in outputs[1:]:
         assert (other - outputs[0]).abs().max().item() <= 1e-6
 
 
-def test_batches_hold_at_most_batch_size_chunks_and_progress_counts_them():
+def test_batches_hold_at_most_batch_size_chunks_and_progress_counts_them(device):
     recorder = ChunkRecorder()
-    events = list(chunked(recorder, torch.randn(2, 10 * CHUNK), "cpu", CHUNK, OVERLAP, batch_size=4))
+    events = list(chunked(recorder, torch.randn(2, 10 * CHUNK), device, CHUNK, OVERLAP, batch_size=4))
     total = sum(shape[0] for shape in recorder.batch_shapes)
     assert all(shape[0] <= 4 and shape[1:] == (2, CHUNK) for shape in recorder.batch_shapes)
     calls = progress_of(events)
@@ -131,10 +131,10 @@ def test_batches_hold_at_most_batch_size_chunks_and_progress_counts_them():
     assert [done for done, _ in calls] == sorted(done for done, _ in calls)
 
 
-def test_progress_ticks_as_each_batch_finishes_on_the_cpu():
+def test_progress_ticks_as_each_batch_finishes_on_the_cpu(device):
     """The tick of a batch comes before the next batch is computed (not one batch late)."""
     recorder = ChunkRecorder()
-    for event in chunked(recorder, torch.randn(2, 10 * CHUNK), "cpu", CHUNK, OVERLAP, batch_size=2):
+    for event in chunked(recorder, torch.randn(2, 10 * CHUNK), device, CHUNK, OVERLAP, batch_size=2):
         if isinstance(event, Progress):
             assert sum(shape[0] for shape in recorder.batch_shapes) == event.done
 
@@ -171,13 +171,13 @@ def test_bounded_buffer_equals_a_whole_track_buffer_bit_for_bit(batch_size, over
     assert torch.equal(chunked_output(events), reference)
 
 
-def test_multi_stem_models_keep_their_stems():
+def test_multi_stem_models_keep_their_stems(device):
     class TwoStems(torch.nn.Module):
         def forward(self, x):
             return torch.stack([x, -2 * x], dim=1)
 
     waveform = torch.randn(2, 3 * CHUNK + 5)
-    stems = chunked_output(chunked(TwoStems(), waveform, "cpu", CHUNK, OVERLAP))
+    stems = chunked_output(chunked(TwoStems(), waveform, device, CHUNK, OVERLAP))
     assert stems.shape == (2, 2, waveform.shape[1])
     torch.testing.assert_close(stems[1], -2 * waveform, atol=1e-6, rtol=0)
 
@@ -189,12 +189,12 @@ def test_impossible_overlap_is_a_clear_error(chunk, overlap):
         check_chunking(chunk, overlap)
 
 
-def test_bf16_path_runs_on_cpu():
+def test_bf16_path_runs_on_cpu(device):
     torch.manual_seed(0)
-    model = randomize(BSRoformer(**tiny_config()["model"])).eval()
+    model = randomize(BSRoformer(**tiny_config()["model"])).eval().to(device)
     waveform = 0.1 * torch.randn(2, 8820)
-    fp32 = vocals_of(model, waveform, "cpu", 4410, 2205, precision="fp32")
-    bf16 = vocals_of(model, waveform, "cpu", 4410, 2205, precision="bf16")
+    fp32 = vocals_of(model, waveform, device, 4410, 2205, precision="fp32")
+    bf16 = vocals_of(model, waveform, device, 4410, 2205, precision="bf16")
     assert bf16.dtype == torch.float32
     snr_db = 10 * torch.log10(fp32.pow(2).sum() / (bf16 - fp32).pow(2).sum())
     assert snr_db > 20
@@ -210,10 +210,10 @@ class ChunkDependent(torch.nn.Module):
 
 @pytest.mark.parametrize("batch_size", [1, 2, 5])
 @pytest.mark.parametrize("overlap", [0, OVERLAP, 800])
-def test_final_blocks_cover_the_track_once_in_order_and_never_change(batch_size, overlap):
+def test_final_blocks_cover_the_track_once_in_order_and_never_change(batch_size, overlap, device):
     waveform = torch.randn(2, 12 * (CHUNK - OVERLAP) + 123, generator=torch.Generator().manual_seed(1))
     received = []  # (first sample, the block as it was when received, the block itself)
-    for event in chunked(ChunkDependent(), waveform, "cpu", CHUNK, overlap, batch_size=batch_size):
+    for event in chunked(ChunkDependent(), waveform, device, CHUNK, overlap, batch_size=batch_size):
         if isinstance(event, FinalBlock):
             received.append((event.first_sample, event.block.clone(), event.block))
     assert len(received) > 1

@@ -109,9 +109,11 @@ def hooked_ft(shared_bag_dir, monkeypatch):
     return bag, forwards
 
 
-def separate(bag_dir: Path, name: str, mix: torch.Tensor, wanted, sources=None, **entry):
-    """{source: [2, samples]} of bag `name` loaded as a plan entry with these keys would load it."""
-    return whole_stems(bag_model(bag_dir, name, sources, **entry).separate(mix, wanted, run_options()))
+def separate(bag_dir: Path, name: str, mix: torch.Tensor, wanted, sources=None, device="cpu", **entry):
+    """{source: [2, samples]} of bag `name` loaded on `device` as a plan entry with these keys would load
+    it."""
+    model = bag_model(bag_dir, name, sources, device=device, **entry)
+    return whole_stems(model.separate(mix, wanted, run_options()))
 
 
 def max_abs_difference(ours: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> float:
@@ -145,11 +147,11 @@ def test_sources_in_demucs_order(shared_bag_dir):
     assert load_bag("htdemucs_6s", shared_bag_dir, "cpu").sources == SIX_STEMS
 
 
-def test_load_bag_gives_eval_models_on_the_device(shared_bag_dir):
-    bag = load_bag("htdemucs_ft", shared_bag_dir, torch.device("cpu"))
+def test_load_bag_gives_eval_models_on_the_device(shared_bag_dir, device):
+    bag = load_bag("htdemucs_ft", shared_bag_dir, device)
     assert len(bag.models) == 4 and bag.weights[3] == [0.0, 0.0, 0.0, 1.0]
     assert not any(module.training for module in bag.modules())
-    assert {(p.device.type, p.dtype) for p in bag.parameters()} == {("cpu", torch.float32)}
+    assert {(p.device.type, p.dtype) for p in bag.parameters()} == {(device.type, torch.float32)}
 
 
 def test_loading_never_imports_huggingface_hub(shared_bag_dir, monkeypatch):
@@ -240,8 +242,8 @@ def test_matches_demucs_api_separator(shared_bag_dir, mix, name, shifts, overlap
     assert all(torch.equal(ours[source], reference[source]) for source in sources)
 
 
-def test_output_is_the_wanted_sources_only(shared_bag_dir, mix):
-    out = separate(shared_bag_dir, "htdemucs_6s", mix, ["piano", "drums", "piano"], shifts=0)
+def test_output_is_the_wanted_sources_only(shared_bag_dir, mix, device):
+    out = separate(shared_bag_dir, "htdemucs_6s", mix, ["piano", "drums", "piano"], device=device, shifts=0)
     assert list(out) == ["piano", "drums"]
     for stem in out.values():
         assert stem.shape == mix.shape and stem.dtype == torch.float32 and stem.device.type == "cpu"
@@ -373,8 +375,8 @@ def test_batched_segments_equal_one_segment_at_a_time(shared_bag_dir, hooked_ft,
     assert sum(forwards) < single_passes
 
 
-def test_output_is_deterministic_and_random_state_is_restored(shared_bag_dir, mix):
-    separator = bag_model(shared_bag_dir, "htdemucs_ft", shifts=1, seed=5)
+def test_output_is_deterministic_and_random_state_is_restored(shared_bag_dir, mix, device):
+    separator = bag_model(shared_bag_dir, "htdemucs_ft", device=device, shifts=1, seed=5)
     random.seed(1234)
     state = random.getstate()
     first = whole_stems(separator.separate(mix, ["drums", "other"], run_options()))
@@ -382,7 +384,7 @@ def test_output_is_deterministic_and_random_state_is_restored(shared_bag_dir, mi
     random.random()  # a different global state must not matter
     second = whole_stems(separator.separate(mix, ["drums", "other"], run_options()))
     assert all(torch.equal(first[s], second[s]) for s in first)
-    other_seed = separate(shared_bag_dir, "htdemucs_ft", mix, ["drums"], shifts=1, seed=6)
+    other_seed = separate(shared_bag_dir, "htdemucs_ft", mix, ["drums"], device=device, shifts=1, seed=6)
     assert not torch.equal(first["drums"], other_seed["drums"])
 
 

@@ -54,16 +54,16 @@ class RecordingReporter(Reporter):
 
 
 @pytest.fixture(scope="module")
-def separator(tiny_weights_dir) -> Separator:
-    return Separator(tiny_weights_dir, "cpu")
+def separator(tiny_weights_dir, device) -> Separator:
+    return Separator(tiny_weights_dir, device)
 
 
 def separate_file(separator: Separator, song: Path, out_dir: Path, request: Request, reporter=None):
     return list(separator.stems_as_written(song, out_dir, request, reporter))
 
 
-def test_setup_loads_setup_models_only(tiny_weights_dir):
-    assert Separator(tiny_weights_dir, "cpu").loaded_models == ["bs_roformer_vocals", "htdemucs_ft"]
+def test_setup_loads_setup_models_only(tiny_weights_dir, device):
+    assert Separator(tiny_weights_dir, device).loaded_models == ["bs_roformer_vocals", "htdemucs_ft"]
 
 
 @pytest.mark.slow
@@ -216,11 +216,11 @@ def test_extra_stems_come_after_the_mode_in_the_order_given(tiny_weights_dir, so
 
 @pytest.mark.slow
 def test_a_write_failing_while_demucs_runs_leaves_demucs_usable(
-    tiny_weights_dir, song, tmp_path, monkeypatch
+    tiny_weights_dir, song, tmp_path, monkeypatch, device
 ):
     """The failed request's Demucs run is closed at once (it holds a lock and the seeded `random` while it
     runs): the next request is served, not blocked behind it."""
-    separator = Separator(tiny_weights_dir, "cpu")
+    separator = Separator(tiny_weights_dir, device)
     real_write = StemStream.write
 
     def failing_write(stream, block):

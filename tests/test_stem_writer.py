@@ -41,15 +41,16 @@ PLAN = {
 }
 
 
-def stand_in_separator(folder: Path, monkeypatch, vocals_gain=0.6, voice=(), band=()) -> Separator:
+def stand_in_separator(folder: Path, monkeypatch, device, vocals_gain=0.6, voice=(), band=()) -> Separator:
     """`voice` gives vocals = gain x mix in 0.25 s spans; `band` gives drums, bass, other in one span; the
-    dicts `voice` and `band` add to their entries (e.g. fail_after_spans)."""
+    dicts `voice` and `band` add to their entries (e.g. fail_after_spans). The Separator is made for
+    `device` (the stand-ins compute on the CPU whatever it is)."""
     register(monkeypatch)
     models = {
         "voice": {"gains": {"vocals": vocals_gain}, "span_samples": 11025, **dict(voice)},
         "band": {"gains": {"drums": 0.1, "bass": 0.2, "other": 0.3}, "span_samples": 10**9, **dict(band)},
     }
-    return Separator(write_scaled_mix_weights(folder, models, PLAN), "cpu")
+    return Separator(write_scaled_mix_weights(folder, models, PLAN), device)
 
 
 def request(output=None, **fields) -> Request:
@@ -86,8 +87,8 @@ OUTPUTS = {
 
 # (32-bit float WAV is left out: libsndfile stamps its PEAK chunk with the time of writing)
 @pytest.mark.parametrize("output", OUTPUTS.values(), ids=OUTPUTS.keys())
-def test_streamed_stems_are_the_files_written_whole(song, tmp_path, monkeypatch, output):
-    separator = stand_in_separator(tmp_path / "weights", monkeypatch)
+def test_streamed_stems_are_the_files_written_whole(song, tmp_path, monkeypatch, output, device):
+    separator = stand_in_separator(tmp_path / "weights", monkeypatch, device)
     files = written(separator, song, tmp_path / "out", stems="all_4", output=output)
     mix = decode_audio(song, max_duration_seconds=MAX_DURATION_SECONDS)
     expected = {
@@ -103,10 +104,11 @@ def test_streamed_stems_are_the_files_written_whole(song, tmp_path, monkeypatch,
         assert file.read_bytes() == reference.read_bytes(), stem
 
 
-def test_a_clipping_instrumental_is_rescaled_as_a_whole_write_rescales_it(tmp_path, monkeypatch):
+def test_a_clipping_instrumental_is_rescaled_as_a_whole_write_rescales_it(tmp_path, monkeypatch, device):
     song = write_song(tmp_path / "loud.wav", seconds=2.0)
     sf.write(song, 2 * sf.read(song, dtype="float32")[0], 44100, subtype="FLOAT")  # peaks near 1
-    separator = stand_in_separator(tmp_path / "weights", monkeypatch, vocals_gain=-0.25)  # instrumental 1.25x
+    # the instrumental is 1.25x the mix
+    separator = stand_in_separator(tmp_path / "weights", monkeypatch, device, vocals_gain=-0.25)
     output = output_settings(output_format="wav", wav_bit_depth="24")
     vocals, instrumental = written(separator, song, tmp_path / "out", output=output)
     mix = decode_audio(song, max_duration_seconds=MAX_DURATION_SECONDS)
@@ -117,16 +119,18 @@ def test_a_clipping_instrumental_is_rescaled_as_a_whole_write_rescales_it(tmp_pa
 
 
 @pytest.mark.parametrize("output_format", ["wav", "mp3"])
-def test_a_model_failing_midway_leaves_no_files_and_no_encoders(song, tmp_path, monkeypatch, output_format):
-    separator = stand_in_separator(tmp_path / "weights", monkeypatch, voice={"fail_after_spans": 3})
+def test_a_model_failing_midway_leaves_no_files_and_no_encoders(
+    song, tmp_path, monkeypatch, output_format, device
+):
+    separator = stand_in_separator(tmp_path / "weights", monkeypatch, device, voice={"fail_after_spans": 3})
     with pytest.raises(StandInFailure):
         written(separator, song, tmp_path / "out", output=output_settings(output_format=output_format))
     assert not list((tmp_path / "out").iterdir()) and not ffmpeg_children()
 
 
 @pytest.mark.parametrize("output_format", ["wav", "mp3"])
-def test_non_finite_output_stops_at_once_naming_the_model(song, tmp_path, monkeypatch, output_format):
-    separator = stand_in_separator(tmp_path / "weights", monkeypatch, vocals_gain=float("nan"))
+def test_non_finite_output_stops_at_once_naming_the_model(song, tmp_path, monkeypatch, output_format, device):
+    separator = stand_in_separator(tmp_path / "weights", monkeypatch, device, vocals_gain=float("nan"))
     with pytest.raises(WeightsError, match="voice produced NaN or infinite samples") as error:
         written(separator, song, tmp_path / "out", output=output_settings(output_format=output_format))
     assert "python -m separation.weights verify" in str(error.value)
@@ -134,10 +138,10 @@ def test_non_finite_output_stops_at_once_naming_the_model(song, tmp_path, monkey
     assert not list((tmp_path / "out").iterdir()) and not ffmpeg_children()
 
 
-def test_stems_handed_out_stay_when_a_later_model_fails(song, tmp_path, monkeypatch):
+def test_stems_handed_out_stay_when_a_later_model_fails(song, tmp_path, monkeypatch, device):
     """The vocals and instrumental are yielded before the next model runs; its failing leaves them, and
     nothing of its own stems."""
-    separator = stand_in_separator(tmp_path / "weights", monkeypatch, band={"fail_after_spans": 0})
+    separator = stand_in_separator(tmp_path / "weights", monkeypatch, device, band={"fail_after_spans": 0})
     handed_out = []
     with pytest.raises(StandInFailure):
         for stem in separator.stems_as_written(
@@ -150,9 +154,9 @@ def test_stems_handed_out_stay_when_a_later_model_fails(song, tmp_path, monkeypa
 
 
 @pytest.mark.parametrize("sample_rate", [44100, 48000])
-def test_every_stem_comes_with_its_figures(song, tmp_path, monkeypatch, sample_rate):
+def test_every_stem_comes_with_its_figures(song, tmp_path, monkeypatch, sample_rate, device):
     """Silent vocals are reported as silence, not present; the instrumental is then the mix itself."""
-    separator = stand_in_separator(tmp_path / "weights", monkeypatch, vocals_gain=0.0)
+    separator = stand_in_separator(tmp_path / "weights", monkeypatch, device, vocals_gain=0.0)
     output = output_settings(output_format="wav", wav_bit_depth="32-float", sample_rate=sample_rate)
     vocals, instrumental = separator.stems_as_written(song, tmp_path, request(output))
     assert vocals.figures == StemFigures(
@@ -166,10 +170,10 @@ def test_every_stem_comes_with_its_figures(song, tmp_path, monkeypatch, sample_r
     assert vocals.origin == instrumental.origin == Origin("voice", "none-stated")
 
 
-def test_a_slow_encoder_holds_the_model_back(song, tmp_path, monkeypatch):
+def test_a_slow_encoder_holds_the_model_back(song, tmp_path, monkeypatch, device):
     """While a stem's writer is stuck, the model gets at most MAX_QUEUED_SPANS spans ahead of it: spans do
     not pile up in memory."""
-    separator = stand_in_separator(tmp_path / "weights", monkeypatch)
+    separator = stand_in_separator(tmp_path / "weights", monkeypatch, device)
     release, real_write = threading.Event(), StemStream.write
 
     def stuck_write(stream, block):
@@ -189,9 +193,9 @@ def test_a_slow_encoder_holds_the_model_back(song, tmp_path, monkeypatch):
 
 
 def test_a_request_whose_spools_do_not_fit_the_disk_is_refused_before_any_model_runs(
-    song, tmp_path, monkeypatch
+    song, tmp_path, monkeypatch, device
 ):
-    separator = stand_in_separator(tmp_path / "weights", monkeypatch)
+    separator = stand_in_separator(tmp_path / "weights", monkeypatch, device)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(total=10**12, used=0, free=1000))
     with pytest.raises(SettingsError, match=r"2 stems of this song need 0\.0 GB .* 0\.0 GB are free"):
         written(separator, song, tmp_path / "out", output=output_settings(output_format="flac"))
@@ -200,10 +204,10 @@ def test_a_request_whose_spools_do_not_fit_the_disk_is_refused_before_any_model_
     assert len(written(separator, song, tmp_path / "out", output=float_wav)) == 2
 
 
-def test_a_write_failing_while_the_queue_is_full_stops_the_model(song, tmp_path, monkeypatch):
+def test_a_write_failing_while_the_queue_is_full_stops_the_model(song, tmp_path, monkeypatch, device):
     """The model waits for a place in a full queue when a write fails: the queued spans are skipped, the
     model stops at its next span with the write's error, and no file or encoder is left."""
-    separator = stand_in_separator(tmp_path / "weights", monkeypatch)
+    separator = stand_in_separator(tmp_path / "weights", monkeypatch, device)
     release, real_write = threading.Event(), StemStream.write
 
     def slow_then_failing_write(stream, block):
