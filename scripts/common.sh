@@ -9,13 +9,14 @@ ensure_ffmpeg() {
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq ffmpeg >/dev/null
 }
 
-# pytest with the venv $1 first on PATH (the Cog runtime starts its worker as the `python` found there);
-# the rest are pytest's arguments. Returns pytest's status, saying so when it collected no tests.
+# pytest with the venv $1 first on PATH (the Cog runtime starts its worker as the `python` found there),
+# one worker per core up to 4 (pytest-xdist; `-n 0` among the arguments runs in this process); the rest are
+# pytest's arguments. Returns pytest's status, saying so when it collected no tests.
 run_pytest() {
     local venv="$1"
     shift
     local status=0
-    PATH="$venv/bin:$PATH" python -m pytest "$@" || status=$?
+    PATH="$venv/bin:$PATH" python -m pytest -n auto --maxprocesses 4 "$@" || status=$?
     if [ "$status" -eq 5 ]; then
         echo "pytest collected no tests" >&2
     fi

@@ -9,16 +9,25 @@ reference).
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
 import pytest
 import torch
+from filelock import FileLock
 
 from fixtures.songs import write_song
 from fixtures.tiny_weights import write_tiny_weights
 
 DEVICES = ("cpu", "cuda")
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (`-n 2`, the fast loop) the workers share the cores: one torch thread each, or
+    their thread pools fight over the cores (small forwards took 10x longer)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
 
 
 def pytest_addoption(parser):
@@ -52,7 +61,16 @@ def device(request) -> torch.device:
 
 @pytest.fixture(scope="session")
 def tiny_weights_dir(tmp_path_factory) -> Path:
-    return write_tiny_weights(tmp_path_factory.mktemp("tiny-weights"))
+    """The tiny weights folder, written once per run: under pytest-xdist the first worker writes it into the
+    run's shared temporary folder and the others wait for it (it takes seconds), then every test reads it."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return write_tiny_weights(tmp_path_factory.mktemp("tiny-weights"))
+    shared = tmp_path_factory.getbasetemp().parent / "tiny-weights"
+    with FileLock(f"{shared}.lock"):
+        if not shared.is_dir():
+            write_tiny_weights(shared.with_name("tiny-weights-being-written"))
+            shared.with_name("tiny-weights-being-written").rename(shared)
+    return shared
 
 
 @pytest.fixture

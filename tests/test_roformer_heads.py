@@ -13,6 +13,7 @@ import separation.models.roformer.memory as roformer_memory
 from fixtures.msst_oracle import msst_bs_roformer, published
 from fixtures.tiny_roformer import (
     KIM_MEL_CONFIG,
+    MEGA53_CHECKPOINT,
     MEGA53_CONFIG,
     forward_peaks,
     loaded_heads,
@@ -36,9 +37,11 @@ MEGA53_YAML_SHA256 = "7e198062a251587088adb91215a4f44ab59e67bd62fcc805cf54d6e7df
 
 
 @pytest.fixture(scope="module")
-def tiny_mega53(tmp_path_factory) -> tuple[Path, Path]:
-    """(config_path, checkpoint_path) of a tiny 53-head float16 checkpoint."""
-    return write_tiny_mega53(tmp_path_factory.mktemp("mega53"))
+def tiny_mega53(tiny_weights_dir) -> tuple[Path, Path]:
+    """(config_path, checkpoint_path) of a tiny 53-head float16 checkpoint: the tiny weights folder's
+    Mega-53, written once per run (saving its 13k tensors takes seconds)."""
+    checkpoint_path = tiny_weights_dir / MEGA53_CHECKPOINT
+    return checkpoint_path.with_suffix(".yaml"), checkpoint_path
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +119,7 @@ def test_default_chunking_is_msst_chunking_in_samples(model, upstream_path):
     assert spec.batch_size(default) == upstream["inference"]["batch_size"]
 
 
+@pytest.mark.slow
 def test_meta_build_has_the_checkpoints_listing():
     with torch.device("meta"):
         model = BSRoformer(**load_config(MEGA53_CONFIG)["model"])
@@ -142,6 +146,7 @@ def test_tiny_mega53_checkpoint_has_the_real_format(tiny_mega53, tiny_mega53_sav
     assert not torch.equal(*weights)  # heads differ
 
 
+@pytest.mark.slow
 def test_selected_heads_are_the_full_models_outputs(full_tiny_mega53):
     audio = song(44100 // 2 + 123)
     with torch.inference_mode():
@@ -170,6 +175,7 @@ def test_heads_in_groups_equal_all_heads_at_once(monkeypatch, group_size):
     assert torch.equal(grouped, at_once)
 
 
+@pytest.mark.slow
 def test_forward_bytes_grow_with_the_heads_by_their_output_at_most():
     with torch.device("meta"):
         model = BSRoformer(**load_config(MEGA53_CONFIG)["model"])
@@ -217,6 +223,7 @@ def test_forward_bytes_bounds_the_measured_peak(network):
             assert measured <= estimate <= 1.5 * measured, (batch, samples, len(heads), measured, estimate)
 
 
+@pytest.mark.slow
 def test_partial_load_leaves_the_other_heads_on_meta_and_adds_them_on_request(
     tiny_mega53, tiny_mega53_saved, full_tiny_mega53
 ):
@@ -269,8 +276,16 @@ def edit_shape(state: dict) -> None:
     ("edit", "message"),
     [
         (edit_missing, "1 missing keys: mask_estimators.3.to_freqs.61.0.2.bias"),
-        (edit_unexpected, "1 unexpected keys: mask_estimators.4.to_freqs.0.0.0.bias"),
-        (edit_shape, r"mask_estimators.2.to_freqs.5.0.0.weight: checkpoint \(15, 8\), model \(16, 8\)"),
+        pytest.param(
+            edit_unexpected,
+            "1 unexpected keys: mask_estimators.4.to_freqs.0.0.0.bias",
+            marks=pytest.mark.slow,
+        ),
+        pytest.param(
+            edit_shape,
+            r"mask_estimators.2.to_freqs.5.0.0.weight: checkpoint \(15, 8\), model \(16, 8\)",
+            marks=pytest.mark.slow,
+        ),
     ],
 )
 def test_partial_load_checks_the_heads_it_does_not_load(tmp_path, edit, message):

@@ -83,10 +83,14 @@ OUTPUTS = {
     "flac16-48k": output_settings(output_format="flac", wav_bit_depth="16", sample_rate=48000),
     "mp3": output_settings(output_format="mp3", mp3_bitrate=128),
 }
+FAST_OUTPUTS = ("wav24-48k", "mp3")  # the fast loop's: a resampled PCM file and the ffmpeg encoder
 
 
 # (32-bit float WAV is left out: libsndfile stamps its PEAK chunk with the time of writing)
-@pytest.mark.parametrize("output", OUTPUTS.values(), ids=OUTPUTS.keys())
+@pytest.mark.parametrize(
+    "output",
+    [pytest.param(o, id=k, marks=() if k in FAST_OUTPUTS else pytest.mark.slow) for k, o in OUTPUTS.items()],
+)
 def test_streamed_stems_are_the_files_written_whole(song, tmp_path, monkeypatch, output, device):
     separator = stand_in_separator(tmp_path / "weights", monkeypatch, device)
     files = written(separator, song, tmp_path / "out", stems="all_4", output=output)

@@ -99,7 +99,7 @@ class Harness:
             on_transcription=lambda *call: self.transcriptions.append(call),
         )
         self.port = self.server.server_address[1]
-        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.01,), daemon=True)
         self._thread.start()
         self._stopped = False
 

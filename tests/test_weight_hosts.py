@@ -102,6 +102,7 @@ def test_build_line_fails_when_no_url_gives_the_file_and_leaves_nothing(server, 
     assert result.stderr.count("weights: skipping this URL") == 4
 
 
+@pytest.mark.slow  # curl waits 3 s before its retry
 def test_build_line_with_the_real_curl_options_retries_without_appending(server, tmp_path):
     """curl's own retry after a dropped connection starts the file over (3 s: --retry-delay 3)."""
     base, state = server

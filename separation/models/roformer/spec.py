@@ -148,9 +148,10 @@ _META_MODELS: dict[tuple[type, Path], nn.Module] = {}  # (network, config) -> it
 
 
 def _meta_model(network: type[nn.Module], config: Path, model_settings: dict) -> nn.Module:
-    """The model of a config's `model` section on the meta device (no memory), for its geometry: built
-    once per config (Mega-53's 53 heads take about a second)."""
+    """The model of a config's `model` section on the meta device (no memory), for the geometry of one
+    forward pass: built once per config, with one mask head (every head has the same geometry, and
+    `forward_bytes` takes the number of heads; Mega-53's 53 took about 3 s to build)."""
     if (network, config) not in _META_MODELS:
         with torch.device("meta"):
-            _META_MODELS[network, config] = network(**model_settings)
+            _META_MODELS[network, config] = network(**{**model_settings, "num_stems": 1})
     return _META_MODELS[network, config]
