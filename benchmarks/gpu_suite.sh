@@ -32,7 +32,7 @@ PYTHON=${PYTHON:-python3}
 SECONDS_OF_AUDIO=${SECONDS_OF_AUDIO:-300}
 DRY_RUN_SECONDS=${DRY_RUN_SECONDS:-2}
 CASES="vocals_instrumental all_4 all_6 guitar guitar_only guitar+5"
-CUDA_TEST_FILES="tests/test_pipeline.py tests/test_chunking.py tests/test_stem_writer.py tests/test_demucs.py"
+CUDA_TEST_FILES="tests/test_pipeline.py tests/test_chunking.py tests/test_stem_writer.py tests/test_demucs.py tests/test_roformer_heads.py"
 SITE=/tmp/bench-site
 export PYTHONUNBUFFERED=1
 exec > >(tee "${OUT:-/tmp}/gpu_suite.log") 2>&1
@@ -134,13 +134,13 @@ else
 fi
 WEIGHTS_PID=$!
 
-step "CUDA test run: the tests that take the device fixture, not slow (${CUDA_TEST_FILES})"
+step "CUDA test run: the tests that take the device fixture, slow ones too (${CUDA_TEST_FILES})"
 if (( DRY_RUN )); then
     cuda_only "the test run; its selection, collected:"
-    timeout 120 "$PYTHON" -m pytest --device cuda -m "not slow" -p no:cacheprovider -q --collect-only \
+    timeout 120 "$PYTHON" -m pytest --device cuda -p no:cacheprovider -q --collect-only \
         $CUDA_TEST_FILES | tail -n 1
 else
-    measure timeout 150 "$PYTHON" -m pytest --device cuda -m "not slow" -p no:cacheprovider -q -rfE \
+    measure timeout 150 "$PYTHON" -m pytest --device cuda -p no:cacheprovider -q -rfE \
         $CUDA_TEST_FILES
 fi
 

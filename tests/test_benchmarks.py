@@ -54,7 +54,7 @@ SMOKE_RUNS = {
     "long_song_memory": (
         ["-m", "benchmarks.long_song_memory", "--smoke"],
         True,
-        [rf"guitar\+1 +peak - idle +{NUMBER} GiB", rf"guitar\+1 +\+{NUMBER} GiB = {NUMBER} x the input"],
+        [rf"guitar\+1 +peak - idle +{NUMBER} GiB", rf"guitar\+1 +[+-]\d+\.\d+ GiB = {NUMBER} x the input"],
     ),
     "roformer_speed": (
         ["-m", "benchmarks.roformer_speed", "--smoke", "--profile"],

@@ -3,6 +3,7 @@ groups and the memory of a forward pass (of both family members), partial loadin
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from pathlib import Path
 
@@ -158,11 +159,11 @@ def test_selected_heads_are_the_full_models_outputs(full_tiny_mega53):
 
 
 @pytest.mark.parametrize("group_size", [1, 2, 5])
-def test_heads_in_groups_equal_all_heads_at_once(monkeypatch, group_size):
+def test_heads_in_groups_equal_all_heads_at_once(monkeypatch, group_size, device):
     torch.manual_seed(0)
-    model = randomize(BSRoformer(**tiny_mega53_config(num_stems=7)["model"])).eval()
+    model = randomize(BSRoformer(**tiny_mega53_config(num_stems=7)["model"])).eval().to(device)
     batch, samples, heads = 2, 30_000, [6, 0, 3, 2, 5]
-    audio = torch.cat([song(samples, seed) for seed in range(batch)])
+    audio = torch.cat([song(samples, seed) for seed in range(batch)]).to(device)
     with torch.inference_mode():
         monkeypatch.setattr(roformer_memory, "HEAD_GROUP_BYTES", 2**62)
         at_once = model(audio, heads=heads)
@@ -225,23 +226,22 @@ def test_forward_bytes_bounds_the_measured_peak(network):
 
 @pytest.mark.slow
 def test_partial_load_leaves_the_other_heads_on_meta_and_adds_them_on_request(
-    tiny_mega53, tiny_mega53_saved, full_tiny_mega53
+    tiny_mega53, tiny_mega53_saved, full_tiny_mega53, device
 ):
-    checkpoint = RoformerCheckpoint(load_config(tiny_mega53[0])["model"], tiny_mega53[1], "cpu", heads=[20])
+    model_config = load_config(tiny_mega53[0])["model"]
+    checkpoint = RoformerCheckpoint(model_config, tiny_mega53[1], device, heads=[20])
     saved = tiny_mega53_saved
     model = checkpoint.model
     assert loaded_heads(model) == [20]
     trunk, heads = split_heads(dict(model.named_parameters(remove_duplicate=False)))
-    assert all(p.device.type == "cpu" and p.dtype == torch.float32 for p in trunk.values())
+    assert all(p.device.type == device.type and p.dtype == torch.float32 for p in trunk.values())
     for head, params in heads.items():
-        assert {p.device.type for p in params.values()} == {"cpu" if head == 20 else "meta"}, head
+        assert {p.device.type for p in params.values()} == {device.type if head == 20 else "meta"}, head
 
     # the rotary frequencies are the checkpoint's float16-rounded ones, not recomputed
     freqs_key = "layers.0.0.layers.0.0.rotary_embed.freqs"
-    assert torch.equal(trunk[freqs_key], saved[freqs_key].float())
-    assert not torch.equal(
-        trunk[freqs_key], RotaryEmbedding(load_config(tiny_mega53[0])["model"]["dim_head"]).freqs
-    )
+    assert torch.equal(trunk[freqs_key].cpu(), saved[freqs_key].float())
+    assert not torch.equal(trunk[freqs_key].cpu(), RotaryEmbedding(model_config["dim_head"]).freqs)
 
     kept = heads[20]["mask_estimators.20.to_freqs.0.0.0.weight"]
     checkpoint.ensure_heads([33, 20])
@@ -249,11 +249,12 @@ def test_partial_load_leaves_the_other_heads_on_meta_and_adds_them_on_request(
     assert model.mask_estimators[20].to_freqs[0][0][0].weight is kept  # loaded once, kept
     loaded = {key: p for key, p in model.named_parameters() if key.startswith("mask_estimators.33.")}
     assert len(loaded) == 62 * 4
-    assert all(torch.equal(p, saved[key].float()) for key, p in loaded.items())
+    assert all(torch.equal(p.cpu(), saved[key].float()) for key, p in loaded.items())
 
-    audio = song(44100 // 2 + 123)
+    audio = song(44100 // 2 + 123).to(device)
+    everything = copy.deepcopy(full_tiny_mega53).to(device)  # all 53 heads, on the same device
     with torch.inference_mode():
-        expected = full_tiny_mega53(audio, heads=[33, 20])
+        expected = everything(audio, heads=[33, 20])
         actual = model(audio, heads=[33, 20])
     assert torch.equal(actual, expected)
     with pytest.raises(IndexError, match="head 53 out of range"):
