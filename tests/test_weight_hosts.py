@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from fixtures.file_server import ServerState, closed_port, serving
+from fixtures.weights_manifest import served_file
 from separation.weights import command as weights
 from separation.weights.command import CURL_OPTIONS, build_commands
 from separation.weights.manifest import Mirror, WeightFile, package_file_path, verify
@@ -36,18 +37,7 @@ def server() -> Iterator[tuple[str, ServerState]]:
 
 
 def _file(*urls: str, target: str = "sub/model.ckpt", mirrors: tuple[Mirror, ...] = ()) -> WeightFile:
-    return WeightFile(
-        target=target,
-        size=len(CONTENT),
-        sha256=SHA256,
-        urls=urls,
-        package_file=None,
-        model="test_model",
-        source="test",
-        terms="test",
-        single_host="one host in this test" if len(urls) == 1 else None,
-        unconfirmed_mirrors=mirrors,
-    )
+    return served_file(target, CONTENT, *urls, mirrors=mirrors)
 
 
 def _run(line: str, shell: str) -> subprocess.CompletedProcess[str]:

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from fixtures.file_server import ServerState, closed_port, serving
+from fixtures.weights_manifest import served_file
 from separation.errors import WeightsError
 from separation.weights import command as weights
 from separation.weights import manifest
@@ -36,21 +37,6 @@ def server() -> Iterator[tuple[str, ServerState]]:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _entry(target: str, content: bytes, *urls: str, sha256: str | None = None) -> WeightFile:
-    """A manifest entry for `content` served at `urls` (one URL comes with its single_host reason)."""
-    return WeightFile(
-        target=target,
-        size=len(content),
-        sha256=sha256 or _sha256(content),
-        urls=urls,
-        package_file=None,
-        model="test_model",
-        source="test",
-        terms="test",
-        single_host="a test serves it from one place" if len(urls) == 1 else None,
-    )
 
 
 def _package_entry(package_file: str, target: str) -> WeightFile:
@@ -112,7 +98,7 @@ def test_fetch_downloads_checks_and_renames_atomically(server, tmp_path):
 
     state.midway = look_midway
 
-    fetch(tmp_path, [_entry("sub/model.ckpt", CONTENT, f"{base}/model.ckpt")], **FAST)
+    fetch(tmp_path, [served_file("sub/model.ckpt", CONTENT, f"{base}/model.ckpt")], **FAST)
 
     assert destination.read_bytes() == CONTENT
     assert seen_midway == [(False, True)]  # mid-download: only the part file exists
@@ -124,7 +110,7 @@ def test_fetch_wrong_hash_raises_and_leaves_nothing(server, tmp_path):
     base, state = server
     state.files["/model.ckpt"] = CONTENT
     expected = "0" * 64
-    file = _entry("model.ckpt", CONTENT, f"{base}/model.ckpt", sha256=expected)
+    file = served_file("model.ckpt", CONTENT, f"{base}/model.ckpt", sha256=expected)
 
     with pytest.raises(WeightsError) as caught:
         fetch(tmp_path, [file], **FAST)
@@ -139,7 +125,7 @@ def test_fetch_resumes_after_dropped_connection(server, tmp_path):
     state.files["/model.ckpt"] = CONTENT
     state.drops = [100_000]
 
-    fetch(tmp_path, [_entry("model.ckpt", CONTENT, f"{base}/model.ckpt")], **FAST)
+    fetch(tmp_path, [served_file("model.ckpt", CONTENT, f"{base}/model.ckpt")], **FAST)
 
     assert (tmp_path / "model.ckpt").read_bytes() == CONTENT
     assert state.requests == [("/model.ckpt", None), ("/model.ckpt", "bytes=100000-")]
@@ -151,7 +137,7 @@ def test_fetch_resumes_a_part_file_left_by_an_earlier_run(server, tmp_path):
     state.files["/model.ckpt"] = CONTENT
     (tmp_path / "model.ckpt.part").write_bytes(CONTENT[:5000])
 
-    fetch(tmp_path, [_entry("model.ckpt", CONTENT, f"{base}/model.ckpt")], **FAST)
+    fetch(tmp_path, [served_file("model.ckpt", CONTENT, f"{base}/model.ckpt")], **FAST)
 
     assert (tmp_path / "model.ckpt").read_bytes() == CONTENT
     assert state.requests == [("/model.ckpt", "bytes=5000-")]
@@ -163,7 +149,7 @@ def test_fetch_restarts_when_the_server_ignores_range(server, tmp_path):
     state.ignore_range = True
     (tmp_path / "model.ckpt.part").write_bytes(b"stale bytes")
 
-    fetch(tmp_path, [_entry("model.ckpt", CONTENT, f"{base}/model.ckpt")], **FAST)
+    fetch(tmp_path, [served_file("model.ckpt", CONTENT, f"{base}/model.ckpt")], **FAST)
 
     assert (tmp_path / "model.ckpt").read_bytes() == CONTENT
 
@@ -174,7 +160,7 @@ def test_fetch_gives_up_after_attempts_without_progress(server, tmp_path):
     state.drops = [0, 0, 0, 0]
 
     with pytest.raises(WeightsError, match=r"closed after 0 of 307200 bytes"):
-        fetch(tmp_path, [_entry("model.ckpt", CONTENT, f"{base}/model.ckpt")], attempts=3, **FAST)
+        fetch(tmp_path, [served_file("model.ckpt", CONTENT, f"{base}/model.ckpt")], attempts=3, **FAST)
     assert len(state.requests) == 3
     assert list(tmp_path.iterdir()) == []  # neither the target nor a part file
 
@@ -184,7 +170,7 @@ def test_fetch_rejects_a_file_of_the_wrong_announced_size(server, tmp_path):
     state.files["/model.ckpt"] = CONTENT + b"extra"
 
     with pytest.raises(WeightsError, match=r"announces 307205 bytes, the manifest expects 307200"):
-        fetch(tmp_path, [_entry("model.ckpt", CONTENT, f"{base}/model.ckpt")], **FAST)
+        fetch(tmp_path, [served_file("model.ckpt", CONTENT, f"{base}/model.ckpt")], **FAST)
     assert not (tmp_path / "model.ckpt").exists()
 
 
@@ -195,7 +181,7 @@ def test_fetch_404_names_the_url(server, tmp_path):
     with pytest.raises(
         WeightsError, match=rf"^cannot download model.ckpt from {re.escape(url)}: HTTP 404 Not Found$"
     ):
-        fetch(tmp_path, [_entry("model.ckpt", CONTENT, url)], **FAST)
+        fetch(tmp_path, [served_file("model.ckpt", CONTENT, url)], **FAST)
     assert len(state.requests) == 1  # a 404 is not retried
 
 
@@ -203,7 +189,11 @@ def test_fetch_tries_urls_in_order(server, tmp_path):
     base, state = server
     state.files["/mirror/model.ckpt"] = CONTENT
 
-    fetch(tmp_path, [_entry("model.ckpt", CONTENT, f"{base}/gone.ckpt", f"{base}/mirror/model.ckpt")], **FAST)
+    fetch(
+        tmp_path,
+        [served_file("model.ckpt", CONTENT, f"{base}/gone.ckpt", f"{base}/mirror/model.ckpt")],
+        **FAST,
+    )
 
     assert (tmp_path / "model.ckpt").read_bytes() == CONTENT
     assert [path for path, _ in state.requests] == ["/gone.ckpt", "/mirror/model.ckpt"]
@@ -214,7 +204,7 @@ def test_fetch_skips_a_host_serving_other_bytes(server, tmp_path):
     state.files["/wrong.ckpt"] = CONTENT[::-1]  # same size, other bytes
     state.files["/right.ckpt"] = CONTENT
 
-    fetch(tmp_path, [_entry("model.ckpt", CONTENT, f"{base}/wrong.ckpt", f"{base}/right.ckpt")], **FAST)
+    fetch(tmp_path, [served_file("model.ckpt", CONTENT, f"{base}/wrong.ckpt", f"{base}/right.ckpt")], **FAST)
 
     assert (tmp_path / "model.ckpt").read_bytes() == CONTENT
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.ckpt"]
@@ -226,7 +216,7 @@ def test_fetch_starts_afresh_on_the_next_host_after_a_failed_one(server, tmp_pat
     state.files["/flaky.ckpt"] = CONTENT
     state.files["/mirror.ckpt"] = CONTENT
     state.drops = [1000, 0]  # the flaky host sends 1000 bytes, then nothing: no progress on the retry
-    file = _entry("model.ckpt", CONTENT, f"{base}/flaky.ckpt", f"{base}/mirror.ckpt")
+    file = served_file("model.ckpt", CONTENT, f"{base}/flaky.ckpt", f"{base}/mirror.ckpt")
 
     fetch(tmp_path, [file], attempts=1, **FAST)
 
@@ -250,7 +240,7 @@ def test_fetch_names_what_each_url_answered_and_leaves_no_partial_file(server, t
     ]
 
     with pytest.raises(DownloadError) as caught:
-        fetch(tmp_path, [_entry("model.ckpt", CONTENT, *urls)], attempts=2, **FAST)
+        fetch(tmp_path, [served_file("model.ckpt", CONTENT, *urls)], attempts=2, **FAST)
 
     answers = [
         "the connection closed after 5000 of 307200 bytes",
@@ -271,7 +261,7 @@ def test_cli_fetch_prints_one_error_line_per_url(server, tmp_path, capsys):
     state.files["/wrong.ckpt"] = CONTENT[::-1]
     urls = [f"{base}/gone.ckpt", f"{base}/wrong.ckpt"]
     (tmp_path / "w").mkdir()
-    _write_manifest(tmp_path / "w" / "weights.yaml", [_entry("model.ckpt", CONTENT, *urls)])
+    _write_manifest(tmp_path / "w" / "weights.yaml", [served_file("model.ckpt", CONTENT, *urls)])
 
     assert weights.main(["fetch", "--dir", str(tmp_path / "w")]) == 1
 
@@ -288,8 +278,8 @@ def test_fetch_skips_good_files_and_replaces_corrupt_ones(server, tmp_path):
     base, state = server
     state.files["/a.th"] = CONTENT
     state.files["/b.th"] = CONTENT[::-1]
-    good = _entry("a.th", CONTENT, f"{base}/a.th")
-    corrupt = _entry("b.th", CONTENT[::-1], f"{base}/b.th")
+    good = served_file("a.th", CONTENT, f"{base}/a.th")
+    corrupt = served_file("b.th", CONTENT[::-1], f"{base}/b.th")
     (tmp_path / "a.th").write_bytes(CONTENT)
     (tmp_path / "b.th").write_bytes(CONTENT)  # right size, wrong bytes
 
@@ -327,7 +317,7 @@ def test_fetch_rejects_a_package_file_with_another_digest(tmp_path):
 
 def test_verify_reports_missing_resized_and_corrupted_files(tmp_path):
     files = [
-        _entry(name, CONTENT, "https://example.invalid/x")
+        served_file(name, CONTENT, "https://example.invalid/x")
         for name in ("ok.th", "gone.th", "short.th", "flip.th")
     ]
     (tmp_path / "ok.th").write_bytes(CONTENT)
@@ -351,8 +341,8 @@ def test_verify_cli_exit_codes(tmp_path, capsys):
     _write_manifest(
         weights_dir / "weights.yaml",
         [
-            _entry("a.th", CONTENT, "https://example.invalid/a"),
-            _entry("b.th", CONTENT, "https://example.invalid/b"),
+            served_file("a.th", CONTENT, "https://example.invalid/a"),
+            served_file("b.th", CONTENT, "https://example.invalid/b"),
         ],
     )
     (weights_dir / "a.th").write_bytes(CONTENT)
@@ -371,9 +361,9 @@ def test_verify_cli_exit_codes(tmp_path, capsys):
 def test_cli_fetch_fetches_only_the_named_models(server, tmp_path):
     base, state = server
     state.files["/a.th"] = CONTENT
-    other = dataclasses.replace(_entry("b.th", CONTENT, f"{base}/b.th"), model="other_model")
+    other = dataclasses.replace(served_file("b.th", CONTENT, f"{base}/b.th"), model="other_model")
     (tmp_path / "w").mkdir()
-    _write_manifest(tmp_path / "w" / "weights.yaml", [_entry("a.th", CONTENT, f"{base}/a.th"), other])
+    _write_manifest(tmp_path / "w" / "weights.yaml", [served_file("a.th", CONTENT, f"{base}/a.th"), other])
 
     result = _run_cli("fetch", "--dir", str(tmp_path / "w"), "--only", "test_model")
 
@@ -382,7 +372,7 @@ def test_cli_fetch_fetches_only_the_named_models(server, tmp_path):
 
 
 def test_cli_unknown_model_is_one_line(tmp_path, capsys):
-    _write_manifest(tmp_path / "weights.yaml", [_entry("a.th", CONTENT, "https://example.invalid/a")])
+    _write_manifest(tmp_path / "weights.yaml", [served_file("a.th", CONTENT, "https://example.invalid/a")])
 
     assert weights.main(["fetch", "--dir", str(tmp_path), "--only", "nope"]) == 1
     assert capsys.readouterr().err.splitlines() == [
@@ -395,7 +385,7 @@ def test_cli_download_failure_is_one_clear_line(server, tmp_path, reason):
     base, _ = server
     url = f"http://127.0.0.1:{closed_port()}/model.ckpt" if reason == "unreachable" else f"{base}/none.ckpt"
     (tmp_path / "w").mkdir()
-    _write_manifest(tmp_path / "w" / "weights.yaml", [_entry("model.ckpt", CONTENT, url)])
+    _write_manifest(tmp_path / "w" / "weights.yaml", [served_file("model.ckpt", CONTENT, url)])
 
     result = _run_cli("fetch", "--dir", str(tmp_path / "w"))
 

@@ -3,23 +3,14 @@
  * with backoff within the 45-minute deadline, dead-lettered at the end, and never written twice.
  */
 import assert from "node:assert/strict";
-import { afterEach, test } from "node:test";
+import { test } from "node:test";
 
 import { Response as MiniflareResponse } from "miniflare";
 
 import { PART_BYTES, type StemCopyJob } from "../src/jobs.js";
-import { type Probe, copiesSettled, fileBytes, r2Writes, served, startProbe, stemRow, streamed, waitFor } from "./helpers.js";
+import { copiesSettled, fileBytes, probesOfThisFile, r2Writes, served, stemRow, streamed, waitFor } from "./helpers.js";
 
-const running: Probe[] = [];
-afterEach(async () => {
-  await Promise.all(running.splice(0).map((probe) => probe.dispose()));
-});
-
-async function probeWith(bindings: Record<string, string> = {}): Promise<Probe> {
-  const probe = await startProbe({ bindings });
-  running.push(probe);
-  return probe;
-}
+const probeWith = probesOfThisFile();
 
 const stemUrl = (id: string, stem: string) => `https://replicate.delivery/pbxt/${id}/${stem}.wav`;
 

@@ -4,20 +4,11 @@
  * job with one idempotency key.
  */
 import assert from "node:assert/strict";
-import { afterEach, test } from "node:test";
+import { test } from "node:test";
 
-import { type Probe, copiesSettled, fileBytes, served, startProbe, stemRow, stemRows, waitFor } from "./helpers.js";
+import { type Probe, copiesSettled, fileBytes, probesOfThisFile, served, stemRow, stemRows, waitFor } from "./helpers.js";
 
-const running: Probe[] = [];
-afterEach(async () => {
-  await Promise.all(running.splice(0).map((probe) => probe.dispose()));
-});
-
-async function probeWith(bindings: Record<string, string> = {}): Promise<Probe> {
-  const probe = await startProbe({ bindings });
-  running.push(probe);
-  return probe;
-}
+const probeWith = probesOfThisFile();
 
 interface StemSpec {
   name: string;

@@ -6,6 +6,7 @@
 import { createHash, createHmac } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
+import { afterEach } from "node:test";
 
 import { ReadableStream } from "node:stream/web";
 
@@ -205,6 +206,22 @@ export async function startProbe(options: ProbeOptions = {}): Promise<Probe> {
       await (await worker.mf.getQueueProducer<CopyJob>("COPY_QUEUE")).send(job);
     },
   });
+}
+
+/**
+ * A starter of probe Workers for one test file: `probeWith(bindings)` starts one with these bindings, and every
+ * probe it started is disposed after each test. Call it once, at the top of the file.
+ */
+export function probesOfThisFile(): (bindings?: Record<string, string>) => Promise<Probe> {
+  const running: Probe[] = [];
+  afterEach(async () => {
+    await Promise.all(running.splice(0).map((probe) => probe.dispose()));
+  });
+  return async (bindings = {}) => {
+    const probe = await startProbe({ bindings });
+    running.push(probe);
+    return probe;
+  };
 }
 
 /** Wait until `check` returns a value that is not undefined/false (polled every 20 ms), at most `timeoutMs`. */
