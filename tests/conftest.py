@@ -24,8 +24,8 @@ DEVICES = ("cpu", "cuda")
 
 
 def pytest_configure(config):
-    """Under pytest-xdist (`-n 2`, the fast loop) the workers share the cores: one torch thread each, or
-    their thread pools fight over the cores (small forwards took 10x longer)."""
+    """Under pytest-xdist (`-n auto`: scripts/test.sh and the fast loop) the workers share the cores: one
+    torch thread each, or their thread pools fight over the cores (small forwards took 10x longer)."""
     if os.environ.get("PYTEST_XDIST_WORKER"):
         torch.set_num_threads(1)
 
