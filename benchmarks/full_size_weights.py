@@ -71,17 +71,29 @@ def full_size_htdemucs(sources: list[str], kwargs: dict, seed: int) -> HTDemucs:
         return HTDemucs(sources=list(sources), **kwargs)
 
 
+def full_size_roformer(
+    model_config: dict, seed: int, network: type[torch.nn.Module] = BSRoformer
+) -> torch.nn.Module:
+    """A randomly initialised RoFormer (`network`) of a config's `model` section; the global torch RNG is
+    left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return network(**model_config)
+
+
 def write_roformer_checkpoint(
-    path: Path, config_path: Path, seed: int = 0, dtype: torch.dtype = torch.float32
+    path: Path,
+    config_path: Path,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    network: type[torch.nn.Module] = BSRoformer,
 ) -> None:
-    """Save a random BS-RoFormer of `config_path`'s geometry as a bare state_dict of `dtype` at `path`.
+    """Save a random `network` of `config_path`'s geometry as a bare state_dict of `dtype` at `path`.
 
     It is written under its final name in a side folder and then moved, so an interrupted run never
     leaves a truncated checkpoint behind (torch names the archive root after the file stem).
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = BSRoformer(**load_config(config_path)["model"])
+    model = full_size_roformer(load_config(config_path)["model"], seed, network)
     partial_dir = path.parent / ".partial"
     partial_dir.mkdir(parents=True, exist_ok=True)
     torch.save({key: value.to(dtype) for key, value in model.state_dict().items()}, partial_dir / path.name)
@@ -126,12 +138,11 @@ def full_size_models(plan: StemPlan) -> list[FullSizeModel]:
 
 def _roformer_writer(spec: RoformerSpec, dtype: torch.dtype) -> FullSizeModel:
     def build(seed: int, device: torch.device) -> list[torch.nn.Module]:
-        with torch.random.fork_rng(devices=[]), torch.device(device):
-            torch.manual_seed(seed)
-            return [BSRoformer(**spec.settings["model"])]
+        with torch.device(device):
+            return [full_size_roformer(spec.settings["model"], seed, spec.network)]
 
     def write(folder: Path, seed: int) -> str:
-        write_roformer_checkpoint(folder / spec.checkpoint, spec.config, seed, dtype)
+        write_roformer_checkpoint(folder / spec.checkpoint, spec.config, seed, dtype, spec.network)
         return str(folder / spec.checkpoint)
 
     return FullSizeModel(spec.name, dtype, build, write, lambda folder: (folder / spec.checkpoint).is_file())

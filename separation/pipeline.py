@@ -13,7 +13,7 @@ import torch
 from .audio.decode import decode_audio
 from .audio.samplerate import SAMPLE_RATE
 from .audio.stem_file import check_spool_space
-from .errors import SettingsError, WeightsError, non_finite_output_error, quoted, weights_error
+from .errors import SettingsError, non_finite_output_error, quoted, weights_error
 from .models.base import LoadedModel, Progress, StemSpan
 from .plan import StemPlan
 from .progress import Reporter
@@ -55,12 +55,10 @@ class Separator:
         self.weights_dir = Path(weights_dir) if weights_dir else default_weights_dir()
         self.device = device_named(device)
         self.plan = StemPlan.for_weights(self.weights_dir)
-        self.terms = model_terms(manifest_for(self.weights_dir))  # {model: terms label}
-        unlabelled = [model for model in self.plan.models if model not in self.terms]
-        if unlabelled:
-            raise WeightsError(f"the weights manifest gives no terms for {', '.join(unlabelled)}")
         self._models: dict[str, LoadedModel] = {}
-        files = self.weight_files()
+        files = self.weight_files()  # WeightsError for a model of the plan that the manifest does not list
+        # {model: terms label}: the manifest gives one for every model it lists, so for every model here
+        self.terms = model_terms(manifest_for(self.weights_dir))
         problems = verify(self.weights_dir, files, full_hash=False)
         if problems:
             raise weights_error(problems)

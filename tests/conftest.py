@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 from filelock import FileLock
 
+from fixtures.file_server import ServerState, serving
 from fixtures.songs import write_song
 from fixtures.tiny_weights import write_tiny_weights
 
@@ -57,6 +59,13 @@ def device(request) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         pytest.fail("--device cuda: torch sees no CUDA device", pytrace=False)
     return torch.device(name)
+
+
+@pytest.fixture
+def file_server() -> Iterator[tuple[str, ServerState]]:
+    """A local HTTP file server in a thread (fixtures/file_server.py): yields (base URL, state)."""
+    with serving() as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

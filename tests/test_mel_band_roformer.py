@@ -23,6 +23,7 @@ from fixtures.spans import chunked_output
 from fixtures.tiny_roformer import (
     KIM_MEL_CONFIG,
     VIPERX_CONFIG,
+    noise_audio,
     randomize,
     tiny_config,
     write_tiny_roformer,
@@ -45,11 +46,6 @@ KIM_KEYS, KIM_SCALARS = 684, 228_203_172  # MSST's MelBandRoformer of that confi
 
 # MSST's attention on the CPU warns that torch's sdp_kernel is deprecated
 pytestmark = pytest.mark.filterwarnings("ignore:.*sdp_kernel.*:FutureWarning")
-
-
-def song(samples: int, seed: int = 0) -> torch.Tensor:
-    """Random stereo audio: [1, 2, samples]."""
-    return 0.1 * torch.randn(1, 2, samples, generator=torch.Generator().manual_seed(seed))
 
 
 def tiny_mel(num_stems: int = 3, **options) -> dict:
@@ -276,7 +272,7 @@ def test_forward_equals_msst(monkeypatch, zero_dc, match_length, samples, group_
     ours = randomize(MelBandRoformer(**config)).eval()
     reference = msst_mel_band_roformer(config, match_input_audio_length=match_length).eval()
     reference.load_state_dict(ours.state_dict(), strict=True)
-    audio = song(samples)
+    audio = noise_audio(samples)
     with torch.inference_mode():
         expected = reference(audio)  # [b, n, s, t]; its heads are independent: a selection is a slice
         actual, selected, one = ours(audio), ours(audio, heads=[2, 0]), ours(audio, heads=[1])
@@ -308,7 +304,7 @@ def test_full_width_kim_forward_equals_msst(tmp_path):
     ours = RoformerCheckpoint(model_config, checkpoint_path, "cpu", network=MelBandRoformer).model
 
     samples = 44100 + 200
-    audio = song(samples, seed=3)
+    audio = noise_audio(samples, seed=3)
     with torch.inference_mode():
         expected = reference(audio)  # [b, s, t], one stem; 44,100 samples: no iSTFT length given
         actual = ours(audio)  # [b, n, s, t]

@@ -18,6 +18,7 @@ from fixtures.tiny_roformer import (
     MEGA53_CONFIG,
     forward_peaks,
     loaded_heads,
+    noise_audio,
     randomize,
     tiny_config,
     tiny_mega53_config,
@@ -57,11 +58,6 @@ def full_tiny_mega53(tiny_mega53) -> BSRoformer:
     return RoformerCheckpoint(load_config(tiny_mega53[0])["model"], tiny_mega53[1]).model
 
 
-def song(samples: int, seed: int = 0) -> torch.Tensor:
-    """Random stereo audio: [1, 2, samples]."""
-    return 0.1 * torch.randn(1, 2, samples, generator=torch.Generator().manual_seed(seed))
-
-
 @pytest.mark.filterwarnings("ignore:.*sdp_kernel.*:FutureWarning")  # MSST's attention on the CPU
 @pytest.mark.parametrize(
     ("zero_dc", "samples", "group_bytes"),
@@ -80,7 +76,7 @@ def test_forward_equals_msst(monkeypatch, zero_dc, samples, group_bytes):
     ours = randomize(BSRoformer(**config)).eval()
     reference = msst_bs_roformer(config).eval()
     reference.load_state_dict(ours.state_dict(), strict=True)
-    audio = song(samples)
+    audio = noise_audio(samples)
     with torch.inference_mode():
         expected = reference(audio)  # [b, n, s, t]
         actual = ours(audio)
@@ -149,7 +145,7 @@ def test_tiny_mega53_checkpoint_has_the_real_format(tiny_mega53, tiny_mega53_sav
 
 @pytest.mark.slow
 def test_selected_heads_are_the_full_models_outputs(full_tiny_mega53):
-    audio = song(44100 // 2 + 123)
+    audio = noise_audio(44100 // 2 + 123)
     with torch.inference_mode():
         everything = full_tiny_mega53(audio)  # [1, 53, 2, samples]
         for heads in ([20], [33, 1, 20]):
@@ -163,7 +159,7 @@ def test_heads_in_groups_equal_all_heads_at_once(monkeypatch, group_size, device
     torch.manual_seed(0)
     model = randomize(BSRoformer(**tiny_mega53_config(num_stems=7)["model"])).eval().to(device)
     batch, samples, heads = 2, 30_000, [6, 0, 3, 2, 5]
-    audio = torch.cat([song(samples, seed) for seed in range(batch)]).to(device)
+    audio = torch.cat([noise_audio(samples, seed) for seed in range(batch)]).to(device)
     with torch.inference_mode():
         monkeypatch.setattr(roformer_memory, "HEAD_GROUP_BYTES", 2**62)
         at_once = model(audio, heads=heads)
@@ -251,7 +247,7 @@ def test_partial_load_leaves_the_other_heads_on_meta_and_adds_them_on_request(
     assert len(loaded) == 62 * 4
     assert all(torch.equal(p.cpu(), saved[key].float()) for key, p in loaded.items())
 
-    audio = song(44100 // 2 + 123).to(device)
+    audio = noise_audio(44100 // 2 + 123).to(device)
     everything = copy.deepcopy(full_tiny_mega53).to(device)  # all 53 heads, on the same device
     with torch.inference_mode():
         expected = everything(audio, heads=[33, 20])

@@ -9,13 +9,12 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from fixtures.file_server import ServerState, closed_port, serving
+from fixtures.file_server import closed_port
 from fixtures.weights_manifest import served_file
 from separation.weights import command as weights
 from separation.weights.command import CURL_OPTIONS, build_commands
@@ -30,12 +29,6 @@ ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.envi
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="the build lines need curl")
 
 
-@pytest.fixture
-def server() -> Iterator[tuple[str, ServerState]]:
-    with serving() as running:
-        yield running
-
-
 def _file(*urls: str, target: str = "sub/model.ckpt", mirrors: tuple[Mirror, ...] = ()) -> WeightFile:
     return served_file(target, CONTENT, *urls, mirrors=mirrors)
 
@@ -48,8 +41,8 @@ def _run(line: str, shell: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize("shell", ["sh", "bash"])
-def test_build_line_falls_through_404_wrong_bytes_and_a_dropped_transfer(server, tmp_path, shell):
-    base, state = server
+def test_build_line_falls_through_404_wrong_bytes_and_a_dropped_transfer(file_server, tmp_path, shell):
+    base, state = file_server
     state.files["/dropping.ckpt"] = CONTENT
     state.drops = [100_000]  # the first body served (/dropping.ckpt) stops after 100,000 bytes
     state.files["/wrong.ckpt"] = CONTENT[::-1]  # the right size, other bytes
@@ -70,8 +63,8 @@ def test_build_line_falls_through_404_wrong_bytes_and_a_dropped_transfer(server,
 
 
 @pytest.mark.parametrize("shell", ["sh", "bash"])
-def test_build_line_fails_when_no_url_gives_the_file_and_leaves_nothing(server, tmp_path, shell):
-    base, state = server
+def test_build_line_fails_when_no_url_gives_the_file_and_leaves_nothing(file_server, tmp_path, shell):
+    base, state = file_server
     state.files["/wrong.ckpt"] = CONTENT[::-1]
     state.files["/short.ckpt"] = CONTENT[:-1]
     urls = [
@@ -93,9 +86,9 @@ def test_build_line_fails_when_no_url_gives_the_file_and_leaves_nothing(server, 
 
 
 @pytest.mark.slow  # curl waits 3 s before its retry
-def test_build_line_with_the_real_curl_options_retries_without_appending(server, tmp_path):
+def test_build_line_with_the_real_curl_options_retries_without_appending(file_server, tmp_path):
     """curl's own retry after a dropped connection starts the file over (3 s: --retry-delay 3)."""
-    base, state = server
+    base, state = file_server
     state.files["/model.ckpt"] = CONTENT
     state.drops = [100_000]
     (line,) = build_commands([_file(f"{base}/model.ckpt")], str(tmp_path))
@@ -108,8 +101,8 @@ def test_build_line_with_the_real_curl_options_retries_without_appending(server,
     assert len(state.requests) == 2
 
 
-def test_build_lines_download_copy_and_check_in_sh(server, tmp_path):
-    base, state = server
+def test_build_lines_download_copy_and_check_in_sh(file_server, tmp_path):
+    base, state = file_server
     state.files["/model.ckpt"] = CONTENT
     data = package_file_path("demucs/remote/htdemucs_ft.yaml").read_bytes()
     packaged = WeightFile(
@@ -137,8 +130,8 @@ def test_build_lines_download_copy_and_check_in_sh(server, tmp_path):
 # --- check-urls --------------------------------------------------------------------------------------
 
 
-def test_check_urls_reports_each_answer(server):
-    base, state = server
+def test_check_urls_reports_each_answer(file_server):
+    base, state = file_server
     state.files["/good.ckpt"] = CONTENT
     state.files["/long.ckpt"] = CONTENT + b"extra"
     refused = f"http://127.0.0.1:{closed_port()}/x.ckpt"
@@ -159,8 +152,8 @@ def test_check_urls_reports_each_answer(server):
     assert all(method == "HEAD" for method, _ in state.methods)  # nothing downloaded, a 404 not asked twice
 
 
-def test_check_urls_asks_for_one_byte_where_head_is_refused(server):
-    base, state = server
+def test_check_urls_asks_for_one_byte_where_head_is_refused(file_server):
+    base, state = file_server
     state.files["/good.ckpt"] = CONTENT
     state.refuse_head = 405
 
@@ -173,10 +166,10 @@ def test_check_urls_asks_for_one_byte_where_head_is_refused(server):
 
 
 @pytest.mark.parametrize("etag", [SHA256, "f" * 64])
-def test_check_urls_compares_hugging_faces_linked_size_and_etag(server, etag):
+def test_check_urls_compares_hugging_faces_linked_size_and_etag(file_server, etag):
     """Hugging Face answers a resolve URL with a redirect carrying X-Linked-Size and X-Linked-Etag (the LFS
     sha256); the HEAD request keeps its method across the redirect."""
-    base, state = server
+    base, state = file_server
     state.files["/cdn/blob"] = CONTENT
     state.redirects["/resolve/model.ckpt"] = f"{base}/cdn/blob"
     state.headers["/resolve/model.ckpt"] = {"X-Linked-Size": str(len(CONTENT)), "X-Linked-Etag": f'"{etag}"'}
@@ -210,9 +203,9 @@ def _manifest(path: Path, *files: WeightFile) -> Path:
     return path
 
 
-def test_check_urls_command_fails_only_for_a_file_without_a_working_url(server, tmp_path, capsys):
+def test_check_urls_command_fails_only_for_a_file_without_a_working_url(file_server, tmp_path, capsys):
     """One line per URL; a working unconfirmed mirror is shown but does not count."""
-    base, state = server
+    base, state = file_server
     state.files["/a.ckpt"] = CONTENT
     state.files["/candidate.ckpt"] = CONTENT
     served = _file(f"{base}/gone.ckpt", f"{base}/a.ckpt", target="a.ckpt")

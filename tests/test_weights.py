@@ -9,13 +9,12 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from fixtures.file_server import ServerState, closed_port, serving
+from fixtures.file_server import closed_port
 from fixtures.weights_manifest import served_file
 from separation.errors import WeightsError
 from separation.weights import command as weights
@@ -26,13 +25,6 @@ from separation.weights.manifest import REPO_ROOT, WeightFile, model_terms, veri
 DEMUCS_REMOTE_COPIES = REPO_ROOT / "tests" / "data" / "demucs_remote"
 CONTENT = bytes(range(256)) * 1200  # 307,200 bytes, several socket writes
 FAST = {"progress": False, "backoff_seconds": 0.0, "timeout_seconds": 10.0}
-
-
-@pytest.fixture
-def server() -> Iterator[tuple[str, ServerState]]:
-    """A local HTTP server in a thread: yields (base URL, state)."""
-    with serving() as running:
-        yield running
 
 
 def _sha256(data: bytes) -> str:
@@ -82,8 +74,8 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 # --- downloads -------------------------------------------------------------------------------------
 
 
-def test_fetch_downloads_checks_and_renames_atomically(server, tmp_path):
-    base, state = server
+def test_fetch_downloads_checks_and_renames_atomically(file_server, tmp_path):
+    base, state = file_server
     state.files["/model.ckpt"] = CONTENT
     destination = tmp_path / "sub" / "model.ckpt"
     part = Path(f"{destination}.part")
@@ -106,8 +98,8 @@ def test_fetch_downloads_checks_and_renames_atomically(server, tmp_path):
     assert state.requests == [("/model.ckpt", None)]
 
 
-def test_fetch_wrong_hash_raises_and_leaves_nothing(server, tmp_path):
-    base, state = server
+def test_fetch_wrong_hash_raises_and_leaves_nothing(file_server, tmp_path):
+    base, state = file_server
     state.files["/model.ckpt"] = CONTENT
     expected = "0" * 64
     file = served_file("model.ckpt", CONTENT, f"{base}/model.ckpt", sha256=expected)
@@ -120,8 +112,8 @@ def test_fetch_wrong_hash_raises_and_leaves_nothing(server, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_fetch_resumes_after_dropped_connection(server, tmp_path):
-    base, state = server
+def test_fetch_resumes_after_dropped_connection(file_server, tmp_path):
+    base, state = file_server
     state.files["/model.ckpt"] = CONTENT
     state.drops = [100_000]
 
@@ -132,8 +124,8 @@ def test_fetch_resumes_after_dropped_connection(server, tmp_path):
     assert not (tmp_path / "model.ckpt.part").exists()
 
 
-def test_fetch_resumes_a_part_file_left_by_an_earlier_run(server, tmp_path):
-    base, state = server
+def test_fetch_resumes_a_part_file_left_by_an_earlier_run(file_server, tmp_path):
+    base, state = file_server
     state.files["/model.ckpt"] = CONTENT
     (tmp_path / "model.ckpt.part").write_bytes(CONTENT[:5000])
 
@@ -143,8 +135,8 @@ def test_fetch_resumes_a_part_file_left_by_an_earlier_run(server, tmp_path):
     assert state.requests == [("/model.ckpt", "bytes=5000-")]
 
 
-def test_fetch_restarts_when_the_server_ignores_range(server, tmp_path):
-    base, state = server
+def test_fetch_restarts_when_the_server_ignores_range(file_server, tmp_path):
+    base, state = file_server
     state.files["/model.ckpt"] = CONTENT
     state.ignore_range = True
     (tmp_path / "model.ckpt.part").write_bytes(b"stale bytes")
@@ -154,8 +146,8 @@ def test_fetch_restarts_when_the_server_ignores_range(server, tmp_path):
     assert (tmp_path / "model.ckpt").read_bytes() == CONTENT
 
 
-def test_fetch_gives_up_after_attempts_without_progress(server, tmp_path):
-    base, state = server
+def test_fetch_gives_up_after_attempts_without_progress(file_server, tmp_path):
+    base, state = file_server
     state.files["/model.ckpt"] = CONTENT
     state.drops = [0, 0, 0, 0]
 
@@ -165,8 +157,8 @@ def test_fetch_gives_up_after_attempts_without_progress(server, tmp_path):
     assert list(tmp_path.iterdir()) == []  # neither the target nor a part file
 
 
-def test_fetch_rejects_a_file_of_the_wrong_announced_size(server, tmp_path):
-    base, state = server
+def test_fetch_rejects_a_file_of_the_wrong_announced_size(file_server, tmp_path):
+    base, state = file_server
     state.files["/model.ckpt"] = CONTENT + b"extra"
 
     with pytest.raises(WeightsError, match=r"announces 307205 bytes, the manifest expects 307200"):
@@ -174,8 +166,8 @@ def test_fetch_rejects_a_file_of_the_wrong_announced_size(server, tmp_path):
     assert not (tmp_path / "model.ckpt").exists()
 
 
-def test_fetch_404_names_the_url(server, tmp_path):
-    base, state = server
+def test_fetch_404_names_the_url(file_server, tmp_path):
+    base, state = file_server
     url = f"{base}/missing.ckpt"
 
     with pytest.raises(
@@ -185,8 +177,8 @@ def test_fetch_404_names_the_url(server, tmp_path):
     assert len(state.requests) == 1  # a 404 is not retried
 
 
-def test_fetch_tries_urls_in_order(server, tmp_path):
-    base, state = server
+def test_fetch_tries_urls_in_order(file_server, tmp_path):
+    base, state = file_server
     state.files["/mirror/model.ckpt"] = CONTENT
 
     fetch(
@@ -199,8 +191,8 @@ def test_fetch_tries_urls_in_order(server, tmp_path):
     assert [path for path, _ in state.requests] == ["/gone.ckpt", "/mirror/model.ckpt"]
 
 
-def test_fetch_skips_a_host_serving_other_bytes(server, tmp_path):
-    base, state = server
+def test_fetch_skips_a_host_serving_other_bytes(file_server, tmp_path):
+    base, state = file_server
     state.files["/wrong.ckpt"] = CONTENT[::-1]  # same size, other bytes
     state.files["/right.ckpt"] = CONTENT
 
@@ -210,9 +202,9 @@ def test_fetch_skips_a_host_serving_other_bytes(server, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.ckpt"]
 
 
-def test_fetch_starts_afresh_on_the_next_host_after_a_failed_one(server, tmp_path):
+def test_fetch_starts_afresh_on_the_next_host_after_a_failed_one(file_server, tmp_path):
     """The bytes a failing host sent are not resumed from another host: each URL is judged on its own."""
-    base, state = server
+    base, state = file_server
     state.files["/flaky.ckpt"] = CONTENT
     state.files["/mirror.ckpt"] = CONTENT
     state.drops = [1000, 0]  # the flaky host sends 1000 bytes, then nothing: no progress on the retry
@@ -224,8 +216,8 @@ def test_fetch_starts_afresh_on_the_next_host_after_a_failed_one(server, tmp_pat
     assert state.requests == [("/flaky.ckpt", None), ("/flaky.ckpt", "bytes=1000-"), ("/mirror.ckpt", None)]
 
 
-def test_fetch_names_what_each_url_answered_and_leaves_no_partial_file(server, tmp_path):
-    base, state = server
+def test_fetch_names_what_each_url_answered_and_leaves_no_partial_file(file_server, tmp_path):
+    base, state = file_server
     state.files["/wrong.ckpt"] = CONTENT[::-1]
     state.files["/longer.ckpt"] = CONTENT + b"extra"
     state.files["/dropping.ckpt"] = CONTENT
@@ -256,8 +248,8 @@ def test_fetch_names_what_each_url_answered_and_leaves_no_partial_file(server, t
     assert list(tmp_path.iterdir()) == []  # neither the target nor a part file
 
 
-def test_cli_fetch_prints_one_error_line_per_url(server, tmp_path, capsys):
-    base, state = server
+def test_cli_fetch_prints_one_error_line_per_url(file_server, tmp_path, capsys):
+    base, state = file_server
     state.files["/wrong.ckpt"] = CONTENT[::-1]
     urls = [f"{base}/gone.ckpt", f"{base}/wrong.ckpt"]
     (tmp_path / "w").mkdir()
@@ -274,8 +266,8 @@ def test_cli_fetch_prints_one_error_line_per_url(server, tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "w").iterdir()) == ["weights.yaml"]
 
 
-def test_fetch_skips_good_files_and_replaces_corrupt_ones(server, tmp_path):
-    base, state = server
+def test_fetch_skips_good_files_and_replaces_corrupt_ones(file_server, tmp_path):
+    base, state = file_server
     state.files["/a.th"] = CONTENT
     state.files["/b.th"] = CONTENT[::-1]
     good = served_file("a.th", CONTENT, f"{base}/a.th")
@@ -358,8 +350,8 @@ def test_verify_cli_exit_codes(tmp_path, capsys):
 # --- CLI -------------------------------------------------------------------------------------------
 
 
-def test_cli_fetch_fetches_only_the_named_models(server, tmp_path):
-    base, state = server
+def test_cli_fetch_fetches_only_the_named_models(file_server, tmp_path):
+    base, state = file_server
     state.files["/a.th"] = CONTENT
     other = dataclasses.replace(served_file("b.th", CONTENT, f"{base}/b.th"), model="other_model")
     (tmp_path / "w").mkdir()
@@ -381,8 +373,8 @@ def test_cli_unknown_model_is_one_line(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("reason", ["unreachable", "404"])
-def test_cli_download_failure_is_one_clear_line(server, tmp_path, reason):
-    base, _ = server
+def test_cli_download_failure_is_one_clear_line(file_server, tmp_path, reason):
+    base, _ = file_server
     url = f"http://127.0.0.1:{closed_port()}/model.ckpt" if reason == "unreachable" else f"{base}/none.ckpt"
     (tmp_path / "w").mkdir()
     _write_manifest(tmp_path / "w" / "weights.yaml", [served_file("model.ckpt", CONTENT, url)])

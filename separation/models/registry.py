@@ -1,6 +1,6 @@
 """The one registry of model types: the stem plan's `type:` name -> the spec class that parses a plan entry,
 lists the model's weight files, checks requests and builds the model. A new model type is a module with its
-spec and model classes (see `model_base.py`) and one line here."""
+spec and model classes (see `base.py`) and one line here."""
 
 from __future__ import annotations
 

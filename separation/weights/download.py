@@ -241,11 +241,11 @@ def _open(request: urllib.request.Request, part: Path, timeout_seconds: float) -
     except urllib.error.URLError as exc:
         reason = exc.reason
         if isinstance(reason, ssl.SSLError):
-            raise _TransferError(f"TLS failure: {_describe(reason)}", retryable=False) from exc
+            raise _TransferError(f"TLS failure: {failure_text(reason)}", retryable=False) from exc
         unreachable = isinstance(reason, (socket.gaierror, ConnectionRefusedError))
-        raise _TransferError(f"{_describe(reason)} (no network?)", retryable=not unreachable) from exc
+        raise _TransferError(f"{failure_text(reason)} (no network?)", retryable=not unreachable) from exc
     except (OSError, http.client.HTTPException) as exc:
-        raise _TransferError(_describe(exc), retryable=True) from exc
+        raise _TransferError(failure_text(exc), retryable=True) from exc
 
 
 def _announced_total_bytes(response: http.client.HTTPResponse, offset_bytes: int) -> int | None:
@@ -273,7 +273,7 @@ def _pieces(response: http.client.HTTPResponse, offset_bytes: int, size: int) ->
             piece = response.read(READ_CHUNK_BYTES)
         except (OSError, http.client.HTTPException) as exc:
             raise _TransferError(
-                f"the connection failed after {offset_bytes} of {size} bytes: {_describe(exc)}",
+                f"the connection failed after {offset_bytes} of {size} bytes: {failure_text(exc)}",
                 retryable=True,
             ) from exc
         if not piece:
@@ -282,8 +282,9 @@ def _pieces(response: http.client.HTTPResponse, offset_bytes: int, size: int) ->
         yield piece
 
 
-def _describe(reason: object) -> str:
-    """A short reason text: an OSError's strerror without the errno prefix, else str()."""
+def failure_text(reason: object) -> str:
+    """A short text for why a transfer failed: "timed out", an OSError's strerror without the errno prefix,
+    else str() (or the type's name where that is empty)."""
     if isinstance(reason, TimeoutError):
         return "timed out"
     text = getattr(reason, "strerror", None) or str(reason)

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.message import Message
 
+from .download import failure_text
 from .manifest import WeightFile
 
 _HEAD_REFUSALS_NOT = frozenset({404, 410})  # these say the file is gone: no point asking again with GET
@@ -157,14 +158,11 @@ def _compare(file: WeightFile, status: int, hops: list[Message]) -> tuple[bool, 
 
 
 def _describe(reason: object) -> str:
-    """A short text for a connection failure."""
+    """A short text for a connection failure: the common ones by name, others as a download states them."""
     if isinstance(reason, ConnectionRefusedError):
         return "connection refused"
     if isinstance(reason, socket.gaierror):
         return "host not found"
-    if isinstance(reason, TimeoutError):
-        return "timed out"
     if isinstance(reason, ssl.SSLError):
         return f"TLS failure: {reason.reason or reason}"
-    text = getattr(reason, "strerror", None) or str(reason)
-    return text or type(reason).__name__
+    return failure_text(reason)

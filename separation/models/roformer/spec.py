@@ -45,15 +45,16 @@ class RoformerSpec(ModelSpec):
 
     @classmethod
     def parse_entry(cls, name: str, entry: dict[str, Any], plan_dir: Path) -> dict[str, Any]:
-        if entry.get("chunking", "config") not in CHUNKINGS:
+        chunking = entry.get("chunking", cls.chunking)
+        if chunking not in CHUNKINGS:
             raise SettingsError(
-                f"model {name!r}: chunking must be one of {', '.join(CHUNKINGS)}, not {entry['chunking']!r}"
+                f"model {name!r}: chunking must be one of {', '.join(CHUNKINGS)}, not {chunking!r}"
             )
         entry["config"] = plan_dir / entry["config"]
         entry["settings"] = settings = load_config(entry["config"])
         inference = settings.get("inference", {})
         where = f"model {name!r}, `inference` of {entry['config']}"
-        if entry.get("chunking", "config") == "config":
+        if chunking == "config":
             try:
                 check_chunking(inference.get("chunk_samples", 0), inference.get("overlap_samples", 0))
             except SettingsError as error:
@@ -103,9 +104,9 @@ class RoformerSpec(ModelSpec):
 
 
 class RoformerModel:
-    """A loaded BS-RoFormer. A single-stem checkpoint loads whole; a multi-stem one loads its trunk here
-    and each mask head when a request first asks for its stem (then keeps it). A request computes only the
-    heads it asks for."""
+    """A loaded RoFormer (the spec's network). A single-stem checkpoint loads whole; a multi-stem one loads
+    its trunk here and each mask head when a request first asks for its stem (then keeps it). A request
+    computes only the heads it asks for."""
 
     def __init__(self, spec: RoformerSpec, weights_dir: Path, device: torch.device):
         self.spec, self.device = spec, device
