@@ -77,6 +77,8 @@ def test_every_manifest_file_has_exactly_one_checked_run_line(cog_config):
 
 
 def _none_message(file) -> str:
+    if len(file.urls) == 1:
+        return f"weights: the one URL of {file.target} did not give its sha256"
     return f"weights: none of the {len(file.urls)} URLs of {file.target} gave its sha256"
 
 

@@ -70,7 +70,11 @@ def _build_command(file: WeightFile, destination: str, curl_options: str) -> str
         f'if curl {curl_options} --output {part} "$url" && {check_part}; then mv {part} {quoted}; break; fi; '
         f'echo {skipped} "$url" >&2; done; rm -f {part}'
     )
-    none = shlex.quote(f"weights: none of the {len(file.urls)} URLs of {file.target} gave its sha256")
+    if len(file.urls) == 1:
+        failed = f"weights: the one URL of {file.target} did not give its sha256"
+    else:
+        failed = f"weights: none of the {len(file.urls)} URLs of {file.target} gave its sha256"
+    none = shlex.quote(failed)
     verdict = f"{{ {check} || {{ echo {none} >&2; false; }}; }}"
     return f"mkdir -p {folder} && rm -f {quoted} && {{ {loop}; }} && {verdict}"
 
