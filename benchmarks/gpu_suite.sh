@@ -7,7 +7,7 @@
 # Steps, most important first: the environment (Python packages the machine lacks travel as wheels in
 # benchmarks/wheels/, see benchmarks/README.md, and are installed into /tmp/bench-site, nowhere else);
 # full-size random weights written into /tmp (~2.2 GB, CPU work) in the background while the CUDA test run
-# goes on (the tests that take the `device` fixture, `pytest --device cuda -m "not slow"`); the 300 s song
+# goes on (the tests that take the `device` fixture, `pytest --device cuda`, slow ones too); the 300 s song
 # through the prediction code path in every case of $CASES, with the GPU memory peak of each and the
 # BS-RoFormer stage against the MSST reference in the same run; cold start on CUDA, with the Mega-53 trunk
 # and head load times; the BS-RoFormer forward variants with a profile; RMSNorm kernels. Each step runs
