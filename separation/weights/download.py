@@ -140,11 +140,10 @@ def _download_file(
 
 
 class DownloadError(WeightsError):
-    """No URL of a file gave the right bytes: `lines` holds one line per URL saying what it answered."""
+    """No URL of a file gave the right bytes: the message has one line per URL saying what it answered."""
 
     def __init__(self, lines: Sequence[str]) -> None:
         super().__init__("\n".join(lines))
-        self.lines = list(lines)
 
 
 def _download_url(
