@@ -12,10 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from fixtures.file_server import closed_port
-from fixtures.weights_manifest import served_file
+from fixtures.weights_manifest import served_file, write_manifest
 from separation.weights import command as weights
 from separation.weights.command import CURL_OPTIONS, build_commands
 from separation.weights.manifest import Mirror, WeightFile, package_file_path, verify
@@ -188,21 +187,6 @@ def test_check_urls_compares_hugging_faces_linked_size_and_etag(file_server, eta
         )
 
 
-def _manifest(path: Path, *files: WeightFile) -> Path:
-    entries = []
-    for file in files:
-        entry = {"target": file.target, "model": file.model, "size": file.size, "sha256": file.sha256}
-        entry["urls"] = list(file.urls)
-        if file.single_host:
-            entry["single_host"] = file.single_host
-        if file.unconfirmed_mirrors:
-            entry["unconfirmed_mirrors"] = [m._asdict() for m in file.unconfirmed_mirrors]
-        entries.append({**entry, "source": "test", "terms": "test"})
-    models = {file.model: {"terms": "none-stated"} for file in files}
-    path.write_text(yaml.safe_dump({"models": models, "files": entries}))
-    return path
-
-
 def test_check_urls_command_fails_only_for_a_file_without_a_working_url(file_server, tmp_path, capsys):
     """One line per URL; a working unconfirmed mirror is shown but does not count."""
     base, state = file_server
@@ -216,7 +200,10 @@ def test_check_urls_command_fails_only_for_a_file_without_a_working_url(file_ser
     )
 
     assert (
-        weights.main(["check-urls", "--manifest", str(_manifest(tmp_path / "m.yaml", served, stranded))]) == 1
+        weights.main(
+            ["check-urls", "--manifest", str(write_manifest(tmp_path / "m.yaml", [served, stranded]))]
+        )
+        == 1
     )
     captured = capsys.readouterr()
     assert captured.out.splitlines() == [
@@ -228,7 +215,7 @@ def test_check_urls_command_fails_only_for_a_file_without_a_working_url(file_ser
     ]
     assert captured.err.splitlines() == ["error: b.ckpt: its one URL does not answer as the manifest expects"]
 
-    assert weights.main(["check-urls", "--manifest", str(_manifest(tmp_path / "n.yaml", served))]) == 0
+    assert weights.main(["check-urls", "--manifest", str(write_manifest(tmp_path / "n.yaml", [served]))]) == 0
     assert capsys.readouterr().err.splitlines() == [
         "1 of 2 URLs answer; each of the 1 downloaded files has one"
     ]

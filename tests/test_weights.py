@@ -12,10 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from fixtures.file_server import closed_port
-from fixtures.weights_manifest import served_file
+from fixtures.weights_manifest import served_file, write_manifest
 from separation.errors import WeightsError
 from separation.weights import command as weights
 from separation.weights import manifest
@@ -44,20 +43,6 @@ def _package_entry(package_file: str, target: str) -> WeightFile:
         source="test",
         terms="test",
     )
-
-
-def _write_manifest(path: Path, files: list[WeightFile]) -> Path:
-    """Write `files` as a manifest YAML that load_manifest reads back, every model labelled none-stated."""
-    entries = []
-    for file in files:
-        entry = {"target": file.target, "model": file.model, "size": file.size, "sha256": file.sha256}
-        entry.update({"urls": list(file.urls)} if file.urls else {"package_file": file.package_file})
-        if file.single_host is not None:
-            entry["single_host"] = file.single_host
-        entries.append({**entry, "source": file.source, "terms": file.terms})
-    models = {file.model: {"terms": "none-stated"} for file in files}
-    path.write_text(yaml.safe_dump({"models": models, "files": entries}), encoding="utf-8")
-    return path
 
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -253,7 +238,7 @@ def test_cli_fetch_prints_one_error_line_per_url(file_server, tmp_path, capsys):
     state.files["/wrong.ckpt"] = CONTENT[::-1]
     urls = [f"{base}/gone.ckpt", f"{base}/wrong.ckpt"]
     (tmp_path / "w").mkdir()
-    _write_manifest(tmp_path / "w" / "weights.yaml", [served_file("model.ckpt", CONTENT, *urls)])
+    write_manifest(tmp_path / "w" / "weights.yaml", [served_file("model.ckpt", CONTENT, *urls)])
 
     assert weights.main(["fetch", "--dir", str(tmp_path / "w")]) == 1
 
@@ -330,7 +315,7 @@ def test_verify_reports_missing_resized_and_corrupted_files(tmp_path):
 def test_verify_cli_exit_codes(tmp_path, capsys):
     weights_dir = tmp_path / "w"
     weights_dir.mkdir()
-    _write_manifest(
+    write_manifest(
         weights_dir / "weights.yaml",
         [
             served_file("a.th", CONTENT, "https://example.invalid/a"),
@@ -355,7 +340,7 @@ def test_cli_fetch_fetches_only_the_named_models(file_server, tmp_path):
     state.files["/a.th"] = CONTENT
     other = dataclasses.replace(served_file("b.th", CONTENT, f"{base}/b.th"), model="other_model")
     (tmp_path / "w").mkdir()
-    _write_manifest(tmp_path / "w" / "weights.yaml", [served_file("a.th", CONTENT, f"{base}/a.th"), other])
+    write_manifest(tmp_path / "w" / "weights.yaml", [served_file("a.th", CONTENT, f"{base}/a.th"), other])
 
     result = _run_cli("fetch", "--dir", str(tmp_path / "w"), "--only", "test_model")
 
@@ -364,7 +349,7 @@ def test_cli_fetch_fetches_only_the_named_models(file_server, tmp_path):
 
 
 def test_cli_unknown_model_is_one_line(tmp_path, capsys):
-    _write_manifest(tmp_path / "weights.yaml", [served_file("a.th", CONTENT, "https://example.invalid/a")])
+    write_manifest(tmp_path / "weights.yaml", [served_file("a.th", CONTENT, "https://example.invalid/a")])
 
     assert weights.main(["fetch", "--dir", str(tmp_path), "--only", "nope"]) == 1
     assert capsys.readouterr().err.splitlines() == [
@@ -377,7 +362,7 @@ def test_cli_download_failure_is_one_clear_line(file_server, tmp_path, reason):
     base, _ = file_server
     url = f"http://127.0.0.1:{closed_port()}/model.ckpt" if reason == "unreachable" else f"{base}/none.ckpt"
     (tmp_path / "w").mkdir()
-    _write_manifest(tmp_path / "w" / "weights.yaml", [served_file("model.ckpt", CONTENT, url)])
+    write_manifest(tmp_path / "w" / "weights.yaml", [served_file("model.ckpt", CONTENT, url)])
 
     result = _run_cli("fetch", "--dir", str(tmp_path / "w"))
 
