@@ -199,12 +199,8 @@ def test_check_urls_command_fails_only_for_a_file_without_a_working_url(file_ser
         mirrors=(Mirror(f"{base}/candidate.ckpt", "secondhand"),),
     )
 
-    assert (
-        weights.main(
-            ["check-urls", "--manifest", str(write_manifest(tmp_path / "m.yaml", [served, stranded]))]
-        )
-        == 1
-    )
+    manifest = write_manifest(tmp_path / "m.yaml", [served, stranded])
+    assert weights.main(["check-urls", "--manifest", str(manifest)]) == 1
     captured = capsys.readouterr()
     assert captured.out.splitlines() == [
         f"FAIL  a.ckpt  {base}/gone.ckpt  HTTP 404 Not Found",
