@@ -212,6 +212,4 @@ def test_check_urls_command_fails_only_for_a_file_without_a_working_url(file_ser
     assert captured.err.splitlines() == ["error: b.ckpt: its one URL does not answer as the manifest expects"]
 
     assert weights.main(["check-urls", "--manifest", str(write_manifest(tmp_path / "n.yaml", [served]))]) == 0
-    assert capsys.readouterr().err.splitlines() == [
-        "1 of 2 URLs answer; each of the 1 downloaded files has one"
-    ]
+    assert capsys.readouterr().err.splitlines() == ["1 of 2 URLs answer; the one downloaded file has one"]

@@ -126,10 +126,8 @@ def report_urls(files: Sequence[WeightFile], *, timeout_seconds: float = 20.0) -
     working = sum(check.ok for check in checks if not check.candidate)
     total = sum(not check.candidate for check in checks)
     downloaded = sum(bool(file.urls) for file in files)
-    print(
-        f"{working} of {total} URLs answer; each of the {downloaded} downloaded files has one",
-        file=sys.stderr,
-    )
+    each = "the one downloaded file" if downloaded == 1 else f"each of the {downloaded} downloaded files"
+    print(f"{working} of {total} URLs answer; {each} has one", file=sys.stderr)
     return 0
 
 
